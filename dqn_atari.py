@@ -41,6 +41,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import random
+import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -154,7 +155,7 @@ class Args:
     sqrt(1e-5) = 0.00316 gives the same floor where the gradient variance is small"""
 
     channels_last: bool = field(default_factory=lambda: not native_bf16() and torch.cuda.is_available())
-    """NHWC memory format for the convolutions (set per hardware; see docs/README_dqn.md)"""
+    """NHWC memory format for the convolutions (set per hardware; README.md, DQN speed)"""
     bf16: bool = field(default_factory=native_bf16)
     """bf16 autocast for the network (default on only where the hardware computes bf16 natively)"""
     lazy_greedy: bool = True
@@ -407,6 +408,40 @@ def fail(msg: str) -> None:
     sys.exit(2)
 
 
+class StopRequest:
+    """Ctrl-C (SIGINT) or SIGTERM (`kill`, Slurm at its time limit) during training asks the loop to stop
+    at the end of its current iteration; the run then saves a checkpoint (with --save-model) that --resume
+    continues. A second signal, or one after the loop, stops at once; the files already written stay."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        self.since = 0.0  # time.monotonic() of the first signal
+        self.loop_done = False  # set after the training loop: nothing is left to stop gracefully
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, self._handle)
+
+    def _handle(self, signum: int, frame) -> None:
+        # A launcher may pass on the signal the process also got from the terminal (torchrun does): a
+        # repeat within a second is the same request.
+        if self.loop_done or (self.signal is not None and time.monotonic() - self.since > 1.0):
+            print(f"\n{signal.Signals(signum).name}: stopping now", file=sys.stderr)
+            sys.exit(128 + signum)
+        if self.signal is not None:
+            return
+        self.signal, self.since = signum, time.monotonic()
+        print(f"\n{signal.Signals(signum).name}: stopping after this iteration of the training loop "
+              f"(send it again to stop at once)", file=sys.stderr)
+
+    def report(self, global_step: int, checkpoint_dir: str | None, quiet: bool = False) -> None:
+        """Say (unless quiet) where the run stopped and how to go on, then exit with 128 + the signal's number."""
+        saved = (f"checkpoint saved; continue with --resume {checkpoint_dir}" if checkpoint_dir is not None
+                 else "nothing saved (train with --save-model to keep checkpoints)")
+        if not quiet:
+            print(f"stopped by {signal.Signals(self.signal).name} at agent step {global_step}: {saved}",
+                  file=sys.stderr)
+        sys.exit(128 + self.signal)
+
+
 def given_on_command_line(flag: str) -> bool:
     """Whether `--flag` (or `--flag=...`, `--no-flag`, in either spelling) was typed, as opposed to defaulted."""
     spellings = {f"--{prefix}{name}" for prefix in ("", "no-", "no_") for name in (flag, flag.replace("-", "_"))}
@@ -647,6 +682,7 @@ def main() -> None:
         global_step = checkpoint["global_step"]
     hp = resolve_hyperparameters(args)
     check_args(args, hp)
+    stop = StopRequest()
 
     random.seed(args.seed)
     np.random.seed(args.seed)
@@ -801,7 +837,10 @@ def main() -> None:
         if args.save_model and global_step >= next_checkpoint:
             save_checkpoint()
             next_checkpoint = (global_step // args.checkpoint_every + 1) * args.checkpoint_every
+        if stop.signal is not None and global_step < args.total_timesteps:
+            break
 
+    stop.loop_done = True
     if progress is not None:
         progress.close()
     envs.close()
@@ -809,6 +848,11 @@ def main() -> None:
     print(f"{global_step - start_step} agent steps at {sps:.0f} steps/s (env {time_env:.1f}s, inference "
           f"{time_inference:.1f}s, replay {time_replay:.1f}s, update {time_update:.1f}s, {num_updates} updates)",
           file=sys.stderr)
+    if global_step < args.total_timesteps:  # stopped by StopRequest: a checkpoint, no final model, no evaluation
+        if args.save_model:
+            save_checkpoint()
+        writer.close()
+        stop.report(global_step, run_dir if args.save_model else None)
     if args.save_model:
         save_checkpoint()
         path = os.path.join(run_dir, f"{args.exp_name}.model")

@@ -36,6 +36,7 @@ import dataclasses
 import math
 import os
 import random
+import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -322,6 +323,40 @@ def fail(msg: str) -> None:
     sys.exit(2)
 
 
+class StopRequest:
+    """Ctrl-C (SIGINT) or SIGTERM (`kill`, Slurm at its time limit) during training asks the loop to stop
+    at the end of its current iteration; the run then saves a checkpoint (with --save-model) that --resume
+    continues. A second signal, or one after the loop, stops at once; the files already written stay."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        self.since = 0.0  # time.monotonic() of the first signal
+        self.loop_done = False  # set after the training loop: nothing is left to stop gracefully
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, self._handle)
+
+    def _handle(self, signum: int, frame) -> None:
+        # A launcher may pass on the signal the process also got from the terminal (torchrun does): a
+        # repeat within a second is the same request.
+        if self.loop_done or (self.signal is not None and time.monotonic() - self.since > 1.0):
+            print(f"\n{signal.Signals(signum).name}: stopping now", file=sys.stderr)
+            sys.exit(128 + signum)
+        if self.signal is not None:
+            return
+        self.signal, self.since = signum, time.monotonic()
+        print(f"\n{signal.Signals(signum).name}: stopping after this iteration of the training loop "
+              f"(send it again to stop at once)", file=sys.stderr)
+
+    def report(self, global_step: int, checkpoint_dir: str | None, quiet: bool = False) -> None:
+        """Say (unless quiet) where the run stopped and how to go on, then exit with 128 + the signal's number."""
+        saved = (f"checkpoint saved; continue with --resume {checkpoint_dir}" if checkpoint_dir is not None
+                 else "nothing saved (train with --save-model to keep checkpoints)")
+        if not quiet:
+            print(f"stopped by {signal.Signals(self.signal).name} at agent step {global_step}: {saved}",
+                  file=sys.stderr)
+        sys.exit(128 + self.signal)
+
+
 def given_on_command_line(flag: str) -> bool:
     """Whether `--flag` (or `--flag=...`, `--no-flag`, in either spelling) was typed, as opposed to defaulted."""
     spellings = {f"--{prefix}{name}" for prefix in ("", "no-", "no_") for name in (flag, flag.replace("-", "_"))}
@@ -519,6 +554,7 @@ def main() -> None:
         wrappers.resolve_game(args.env_id)
     except wrappers.EnvIdError as e:
         fail(str(e))
+    stop = StopRequest()
 
     if world_size > 1:
         dist.init_process_group(backend="nccl" if use_cuda else "gloo")
@@ -593,6 +629,7 @@ def main() -> None:
     start_time, start_step = time.perf_counter(), global_step
     next_checkpoint = (global_step // args.checkpoint_every + 1) * args.checkpoint_every
     total_steps = num_iterations * steps_per_iteration
+    interrupted = False  # stopped early by StopRequest
     progress = None
     if rank == 0 and args.progress:
         from tqdm import tqdm
@@ -712,12 +749,29 @@ def main() -> None:
             progress.update(global_step - progress.n)
             score = f"{np.mean(recent_returns):.1f}" if recent_returns else "-"
             progress.set_postfix_str(f"score(100)={score} env={time_env:.0f}s inf={time_inference:.0f}s upd={time_update:.0f}s")
-        if args.save_model and (global_step >= next_checkpoint or iteration == num_iterations):
+        stopping = stop.signal is not None
+        if world_size > 1:  # a signal may reach the ranks at different iterations: all stop at the first
+            flag = torch.tensor([float(stopping)], device=device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            stopping = bool(flag.item())
+            stop.signal = stop.signal or (signal.SIGTERM if stopping else None)
+        if args.save_model and (global_step >= next_checkpoint or iteration == num_iterations or stopping):
             save_checkpoint(iteration)
             next_checkpoint = (global_step // args.checkpoint_every + 1) * args.checkpoint_every
+        if stopping and iteration < num_iterations:
+            interrupted = True
+            break
 
+    stop.loop_done = True
     if progress is not None:
         progress.close()
+    if interrupted:  # an interrupted run keeps its checkpoint, not a final model
+        if writer is not None:
+            writer.close()
+        envs.close()
+        if world_size > 1:
+            dist.destroy_process_group()
+        stop.report(global_step, run_dir if args.save_model else None, quiet=rank != 0)  # rank 0 speaks for the job
     if args.save_model and rank == 0:
         path = os.path.join(run_dir, f"{args.exp_name}.model")
         save_atomic(model_file(args, agent, num_actions), path)

@@ -364,3 +364,32 @@ def test_bad_input_in_a_real_process_prints_no_traceback(tmp_path, argv):
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in result.stderr, result.stderr
+
+
+def test_sigterm_saves_checkpoint_and_replay_that_resume(tmp_path):
+    import signal
+    import time
+
+    run_dir = tmp_path / "runs" / "t"
+    never = str(10**9)  # the run would go on for days and checkpoints only when stopped
+    process = subprocess.Popen([sys.executable, SCRIPT, *TINY, "--total-timesteps", never, "--save-model",
+                                "--save-replay", "--checkpoint-every", never, RUN_NAME, "t"],
+                               cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not run_dir.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(1.0)  # some steps into the loop
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 128 + signal.SIGTERM, stderr[-3000:]
+    step = torch.load(run_dir / "checkpoint.pt", weights_only=True)["global_step"]
+    assert stderr.strip().splitlines()[-1] == (f"stopped by SIGTERM at agent step {step}: checkpoint saved; "
+                                              f"continue with --resume {os.path.join('runs', 't')}")
+    assert 0 < step < 10**9 and "Traceback" not in stderr
+    with np.load(run_dir / "replay.npz") as replay:
+        assert int(replay["global_step"]) == step  # the memory of the same step, so the resume is exact
+    assert not (run_dir / "dqn_atari.model").exists()
+
+    result = run_script("--resume", str(run_dir), "--total-timesteps", str(step + 100), cwd=tmp_path)
+    assert "warning" not in result.stderr and "100 agent steps" in result.stderr
+    assert torch.load(run_dir / "checkpoint.pt", weights_only=True)["global_step"] == step + 100

@@ -29,7 +29,7 @@ EXPERIMENT_FIELDS = [
 HELP_MAY_DIFFER = {"seed", "total_timesteps", "torch_threads", "resume", "num_envs"}
 SHARED_HELPERS = [
     "native_bf16", "fail", "given_on_command_line", "save_atomic", "load_file", "rng_states",
-    "set_rng_states", "model_file", "settings_table",
+    "set_rng_states", "model_file", "settings_table", "StopRequest",
 ]
 
 
