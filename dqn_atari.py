@@ -154,10 +154,15 @@ class Args:
     """RMSProp epsilon; torch adds it after the square root, TensorFlow (Dopamine: 1e-5) before it, and
     sqrt(1e-5) = 0.00316 gives the same floor where the gradient variance is small"""
 
-    channels_last: bool = field(default_factory=lambda: not native_bf16() and torch.cuda.is_available())
-    """NHWC memory format for the convolutions (set per hardware; README.md, DQN speed)"""
+    channels_last: bool = True
+    """NHWC memory format for the convolutions: oneDNN's fast path on CPU; with --fused-adam an update at
+    batch 32 took 38.6 instead of 57.5 ms here (benchmark/results/dqn_speed.txt)"""
     bf16: bool = field(default_factory=native_bf16)
     """bf16 autocast for the network (default on only where the hardware computes bf16 natively)"""
+    fused_adam: bool = True
+    """torch's fused Adam kernel (with --optimizer adam; RMSProp has none): the same update in one pass over
+    the parameters instead of a dozen small ops, results may differ in the last bits; at batch 32 the
+    loop's Adam was a quarter of an update here (benchmark/results/dqn_speed.txt)"""
     lazy_greedy: bool = True
     """compute Q-values only when some env acts greedily this step (no effect on results, only on speed)"""
     inference_threads: int | None = None
@@ -172,7 +177,7 @@ class Args:
     """agent steps between checkpoints (with --save-model); runs/<run_name>/checkpoint.pt is overwritten"""
     save_replay: bool = False
     """with --save-model: write the replay memory beside each checkpoint (runs/<run_name>/replay.npz,
-    about 7.1 GB at 1M transitions), so that --resume continues with it"""
+    7,064 bytes per transition held, 7.1 GB at 1M), so that --resume continues with it"""
     resume: str | None = None
     """a run directory to continue from its checkpoint.pt (and replay.npz, when saved); settings come from
     the checkpoint, except --total-timesteps (to extend the run) and the speed flags (SPEED_FLAGS) when given"""
@@ -387,18 +392,30 @@ class ReplayMemory:
         self._batch_frames[:, :3][earlier_game] = 0
         return self._batch_frames, self.actions[envs, slots], self.rewards[envs, slots], self.terminated[envs, slots]
 
+    ARRAYS = ("frames", "actions", "rewards", "terminated", "game_start", "taken")
+
     def state(self) -> dict[str, np.ndarray]:
-        """Everything needed to restore the memory, as plain arrays (for np.savez / np.load without pickle)."""
-        return dict(frames=self.frames, actions=self.actions, rewards=self.rewards, terminated=self.terminated,
-                    game_start=self.game_start, taken=self.taken,
+        """Everything needed to restore the memory, as plain arrays (for np.savez / np.load without pickle).
+        Until the rings wrap, only their written slots: a file of 100k transitions is 0.7 GB, not 7."""
+        held = min(self.frames_added, self.size)
+        return dict({name: getattr(self, name)[:, :held] for name in self.ARRAYS},
                     counters=np.array([self.cursor, self.frames_added, self.num_envs, self.size], dtype=np.int64))
 
     def load_state(self, state) -> None:
         cursor, frames_added, num_envs, size = (int(v) for v in state["counters"][:4])
         if (num_envs, size) != (self.num_envs, self.size):
             raise ValueError(f"replay memory of {num_envs} rings x {size} slots, expected {self.num_envs} x {self.size}")
-        for name in ("frames", "actions", "rewards", "terminated", "game_start", "taken"):
-            setattr(self, name, state[name])
+        held = min(frames_added, size)
+        for name in self.ARRAYS:
+            saved = state[name]
+            if saved.shape[1] != held and saved.shape[1] != size:
+                raise ValueError(f"replay array '{name}' holds {saved.shape[1]} slots, its counters say {held}")
+            if saved.shape[1] < size:  # the unwritten slots stay zero, as in a new memory
+                full = getattr(self, name)
+                full[:, :held] = saved
+                full[:, held:] = 0
+            else:
+                setattr(self, name, saved)
         self.cursor, self.frames_added = cursor, frames_added
 
 
@@ -451,7 +468,7 @@ def given_on_command_line(flag: str) -> bool:
 # Settings that change how fast a run goes, not what it computes: --resume takes them from the command line
 # when given there (a run may continue on another machine), and every other setting from the checkpoint.
 SPEED_FLAGS = ("cuda", "env_backend", "env_threads", "torch_threads", "inference_threads", "channels_last", "bf16",
-               "lazy_greedy")
+               "fused_adam", "lazy_greedy")
 
 
 def save_atomic(obj: dict, path: str) -> None:
@@ -703,7 +720,7 @@ def main() -> None:
     q_network = QNetwork(num_actions, channels_last=args.channels_last).to(device)
     target_network = QNetwork(num_actions, channels_last=args.channels_last).to(device)
     if hp.optimizer == "adam":
-        optimizer = torch.optim.Adam(q_network.parameters(), lr=hp.learning_rate)
+        optimizer = torch.optim.Adam(q_network.parameters(), lr=hp.learning_rate, fused=args.fused_adam or None)
     else:  # centered RMSProp without momentum, as DeepMind's code and Dopamine's dqn_nature.gin
         optimizer = torch.optim.RMSprop(q_network.parameters(), lr=hp.learning_rate, alpha=args.rmsprop_alpha,
                                         eps=args.rmsprop_eps, centered=True)
@@ -713,6 +730,8 @@ def main() -> None:
         q_network.load_state_dict(checkpoint["model"])
         target_network.load_state_dict(checkpoint["target_model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
+        if hp.optimizer == "adam":
+            optimizer.param_groups[0]["fused"] = args.fused_adam or None  # loading restores the saved choice
         set_rng_states(checkpoint["rng"])
         learning_begins = global_step + hp.learning_starts
         if os.path.isfile(replay_path):

@@ -15,11 +15,11 @@ Three measurements, printed as one report:
      torch threads, and one run (one pause of the background runs) must stay under 4 minutes. The first
      1,000 steps have no update, so steps/s is higher than over 20,000 steps; "ms per update" carries over.
   3. The pieces, in this process: one update (batch 32: two forwards, backward, Adam) and one batch-1
-     forward, per thread count, memory format and precision.
+     forward, per thread count, memory format, Adam kernel and precision, interleaved round by round.
 
-On a shared machine, `--pause PATTERN` stops the processes whose command line matches PATTERN (pkill -f)
-during each timed measurement of sections 2 and 3 and resumes them right after, always, one measurement
-at a time. Every line says how many cores other processes used while it was measured.
+On a shared machine, `--pause PATTERN` stops the processes whose command line matches PATTERN (pgrep -f;
+never this one or its parents) during each timed measurement of sections 2 and 3 and resumes them right
+after, always, one measurement at a time. Every line says how many cores other processes used while it was measured.
 
 Usage: python benchmark/dqn_speed.py [--steps 3000] [--skip-ablation] [--only NAME ...] [--skip-pieces]
                                      [--skip-memory] [--pause PATTERN]
@@ -52,7 +52,7 @@ BENCH_FLAGS = ["--learning-starts", "1000", "--buffer-size", "100000", "--eval-e
 # The CleanRL-like baseline: every speed option of ours off, the env as CleanRL builds it (gymnasium
 # SyncVectorEnv over AtariPreprocessing), fp32, a Q forward on every step, default torch threads.
 CLEANRL_LIKE = ["--env-backend", "sync", "--no-lazy-greedy", "--inference-threads", "None", "--no-bf16",
-                "--no-channels-last"]
+                "--no-channels-last", "--no-fused-adam"]
 SUMMARY = re.compile(r"(\d+) agent steps at (\d+) steps/s \(env ([\d.]+)s, inference ([\d.]+)s, "
                      r"replay ([\d.]+)s, update ([\d.]+)s, (\d+) updates\)")
 RUN_TIMEOUT_S = 240  # one whole-process run; a pause of the background processes lasts at most this
@@ -87,19 +87,33 @@ def own_cpu_seconds() -> float:
     return s.ru_utime + s.ru_stime + c.ru_utime + c.ru_stime
 
 
+def others_matching(pattern: str) -> list[int]:
+    """PIDs whose command line matches `pattern` (as `pgrep -f`), except this process and its ancestors,
+    whose command lines hold the pattern itself: pausing them would freeze the benchmark."""
+    found = subprocess.run(["pgrep", "-f", "--", pattern], capture_output=True, text=True).stdout.split()
+    ours, pid = set(), os.getpid()
+    while pid > 1:
+        ours.add(pid)
+        with open(f"/proc/{pid}/stat") as f:
+            pid = int(f.read().rsplit(")", 1)[1].split()[1])  # the parent's pid
+    return [int(p) for p in found if int(p) not in ours]
+
+
 @contextlib.contextmanager
 def measured(pattern: str | None, note: list):
     """Pause the processes matching `pattern` (if any) for the block, always resume them; append to `note`
     the cores that processes other than ours used meanwhile."""
-    if pattern:
-        subprocess.run(["pkill", "-STOP", "-f", "--", pattern])
+    paused = others_matching(pattern) if pattern else []
+    for pid in paused:
+        os.kill(pid, signal.SIGSTOP)
     busy, own, start = busy_cpu_seconds(), own_cpu_seconds(), time.perf_counter()
     try:
         yield
     finally:
         others = (busy_cpu_seconds() - busy) - (own_cpu_seconds() - own)
-        if pattern:
-            subprocess.run(["pkill", "-CONT", "-f", "--", pattern])
+        for pid in paused:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
         note.append(max(others, 0.0) / max(time.perf_counter() - start, 1e-9))
 
 
@@ -126,21 +140,25 @@ def whole_process(name: str, extra: list[str], steps: int, workdir: str, pattern
             f"processes {note[0]:.2f} cores", int(sps))
 
 
-def pieces(pattern: str | None) -> list[str]:
-    lines = []
-    configs = [(t, cl, False) for t in (1, 2) for cl in (False, True)] + [(2, False, True)]
-    for threads, channels_last, bf16 in configs:
-        torch.set_num_threads(threads)
+def pieces(pattern: str | None, rounds: int = 8) -> list[str]:
+    """One update (batch 32) and one batch-1 forward per thread count, memory format, Adam kernel and
+    precision. The configurations take turns, round after round, so a drift of this machine's speed falls
+    on all of them alike; each figure is the median of the rounds' means."""
+    configs = [(t, cl, fused, False) for t in (1, 2) for cl in (False, True) for fused in (False, True)]
+    configs.append((2, False, True, True))
+    frames = torch.randint(0, 256, (32, 5, 84, 84), dtype=torch.uint8)
+    actions = torch.randint(0, 4, (32,))
+    rewards, terminated = torch.zeros(32), torch.zeros(32, dtype=torch.bool)
+    one = torch.randint(0, 256, (1, 4, 84, 84), dtype=torch.uint8)
+    benches = []
+    for threads, channels_last, fused, bf16 in configs:
         torch.manual_seed(0)
         q = dqn_atari.QNetwork(4, channels_last=channels_last)
         target = dqn_atari.QNetwork(4, channels_last=channels_last)
-        optimizer = torch.optim.Adam(q.parameters(), lr=1e-4)
-        frames = torch.randint(0, 256, (32, 5, 84, 84), dtype=torch.uint8)
-        actions = torch.randint(0, 4, (32,))
-        rewards, terminated = torch.zeros(32), torch.zeros(32, dtype=torch.bool)
+        optimizer = torch.optim.Adam(q.parameters(), lr=1e-4, fused=fused or None)
         autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16)
 
-        def update():
+        def update(q=q, target=target, optimizer=optimizer, autocast=autocast):
             with torch.no_grad(), autocast:
                 next_q = target(frames[:, 1:])
             y = dqn_atari.td_target(rewards, next_q, terminated, 0.99)
@@ -151,24 +169,31 @@ def pieces(pattern: str | None) -> list[str]:
             loss.backward()
             optimizer.step()
 
-        one = torch.randint(0, 256, (1, 4, 84, 84), dtype=torch.uint8)
-
-        def act():
+        def act(q=q, autocast=autocast):
             with torch.inference_mode(), autocast:
                 q(one).argmax(1)
 
-        timings, note = [], []
-        with measured(pattern, note):
-            for fn, reps in ((update, 20 if bf16 else 40), (act, 300)):
-                for _ in range(5):
-                    fn()
-                start = time.perf_counter()
-                for _ in range(reps):
-                    fn()
-                timings.append(1000 * (time.perf_counter() - start) / reps)
+        benches.append((threads, update, act, [], []))
+    note: list[float] = []
+    with measured(pattern, note):
+        for threads, update, act, _, _ in benches:  # warm-up
+            torch.set_num_threads(threads)
+            for _ in range(3):
+                update(), act()
+        for _ in range(rounds):
+            for threads, update, act, update_ms, act_ms in benches:
+                torch.set_num_threads(threads)
+                for fn, reps, out in ((update, 5, update_ms), (act, 50, act_ms)):
+                    start = time.perf_counter()
+                    for _ in range(reps):
+                        fn()
+                    out.append(1000 * (time.perf_counter() - start) / reps)
+    lines = [f"{rounds} interleaved rounds of 5 updates and 50 forwards each | other processes {note[0]:.2f} cores"]
+    for (threads, channels_last, fused, bf16), (_, _, _, update_ms, act_ms) in zip(configs, benches):
         layout = "channels-last" if channels_last else "contiguous"
-        lines.append(f"threads {threads}, {layout:<13} {'bf16' if bf16 else 'fp32'}: update (batch 32) "
-                     f"{timings[0]:5.1f} ms, batch-1 forward {timings[1]:.2f} ms | other processes {note[0]:.2f} cores")
+        adam = "fused Adam" if fused else "loop Adam "
+        lines.append(f"threads {threads}, {layout:<13} {adam} {'bf16' if bf16 else 'fp32'}: update (batch 32) "
+                     f"{np.median(update_ms):5.1f} ms, batch-1 forward {np.median(act_ms):.2f} ms")
     return lines
 
 
@@ -232,7 +257,7 @@ def main() -> None:
     defaults = dqn_atari.Args()
     print(f"dqn_atari defaults here: env backend {defaults.env_backend}, lazy_greedy {defaults.lazy_greedy}, "
           f"inference_threads {defaults.inference_threads}, channels_last {defaults.channels_last}, "
-          f"bf16 {defaults.bf16}")
+          f"fused_adam {defaults.fused_adam}, bf16 {defaults.bf16}")
 
     if not opts.skip_memory:
         print("\n## replay memory of 1,000,000 transitions")
@@ -250,7 +275,8 @@ def main() -> None:
             "--inference-threads None": ["--inference-threads", "None"],
             "-t 1 --no-lazy-greedy": one + ["--no-lazy-greedy"],
             "-t 1 --env-backend sync": one + ["--env-backend", "sync"],
-            "-t 1 --channels-last": one + ["--channels-last"],
+            "-t 1 --no-channels-last": one + ["--no-channels-last"],
+            "-t 1 --no-fused-adam": one + ["--no-fused-adam"],
             "-t 1 --bf16": one + ["--bf16"],
         })
     runs["CleanRL-like (all options off)"] = CLEANRL_LIKE

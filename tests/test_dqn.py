@@ -162,22 +162,32 @@ def test_replay_never_samples_a_reset_step():
 
 def test_replay_bytes_per_transition_and_capacity():
     memory = ReplayMemory(capacity=1000, num_envs=4)
-    stored = sum(a.nbytes for a in memory.state().values() if a.ndim >= 2)
+    stored = sum(getattr(memory, name).nbytes for name in ReplayMemory.ARRAYS)
     assert stored / 1000 == ReplayMemory.bytes_per_transition()
     assert ReplayMemory.bytes_per_transition() <= 84 * 84 + 16
     assert ReplayMemory.bytes_per_transition() * 1_000_000 <= 8e9  # 1M transitions within 8 GB
 
 
-def test_replay_state_round_trip(tmp_path):
+@pytest.mark.parametrize("steps, slots_in_file", [(20, 21), (80, 50)])  # before and after the rings wrap
+def test_replay_state_round_trip(tmp_path, steps, slots_in_file):
     np.random.seed(0)
     env = FakeVectorEnv(2, seed=4)
     memory = ReplayMemory(capacity=100, num_envs=2)
-    fill(memory, env, steps=80)
-    dqn_atari.save_replay_atomic(memory, 160, str(tmp_path / "replay.npz"))
+    fill(memory, env, steps=steps)
+    dqn_atari.save_replay_atomic(memory, 2 * steps, str(tmp_path / "replay.npz"))
     restored = ReplayMemory(capacity=100, num_envs=2)
+    restored.frames[:] = 7  # leftovers that a load must not keep
     with np.load(tmp_path / "replay.npz", allow_pickle=False) as state:
-        assert int(state["global_step"]) == 160
+        assert int(state["global_step"]) == 2 * steps
+        assert state["frames"].shape == (2, slots_in_file, 84, 84)  # only written slots go to the file
         restored.load_state(state)
+    # Both memories go on with the same steps, then draw the same minibatches: the restored one is the same
+    # memory, across the wrap-around too.
+    for m in (memory, restored):
+        np.random.seed(3)
+        fill(m, FakeVectorEnv(2, seed=9), steps=40)
+    for name in ReplayMemory.ARRAYS:
+        np.testing.assert_array_equal(getattr(memory, name), getattr(restored, name), err_msg=name)
     np.random.seed(5)
     a = [x.copy() for x in memory.sample(16)]
     np.random.seed(5)
