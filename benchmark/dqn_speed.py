@@ -52,7 +52,7 @@ BENCH_FLAGS = ["--learning-starts", "1000", "--buffer-size", "100000", "--eval-e
 # The CleanRL-like baseline: every speed option of ours off, the env as CleanRL builds it (gymnasium
 # SyncVectorEnv over AtariPreprocessing), fp32, a Q forward on every step, default torch threads.
 CLEANRL_LIKE = ["--env-backend", "sync", "--no-lazy-greedy", "--inference-threads", "None", "--no-bf16",
-                "--no-channels-last", "--no-fused-adam"]
+                "--no-channels-last", "--no-fused-adam", "--no-flush-denormal"]
 SUMMARY = re.compile(r"(\d+) agent steps at (\d+) steps/s \(env ([\d.]+)s, inference ([\d.]+)s, "
                      r"replay ([\d.]+)s, update ([\d.]+)s, (\d+) updates\)")
 RUN_TIMEOUT_S = 240  # one whole-process run; a pause of the background processes lasts at most this

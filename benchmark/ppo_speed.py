@@ -41,7 +41,8 @@ SCRIPT = os.path.join(ROOT, "ppo_atari.py")
 # (name, flags on top of ppo_atari.py's defaults). Each speed setting is switched one at a time.
 CONFIGS = [
     ("ppo_atari.py defaults", []),
-    ("CleanRL-like: sync env, NCHW, loop Adam", ["--env-backend", "sync", "--no-channels-last", "--no-fused-adam"]),
+    ("CleanRL-like: sync env, NCHW, loop Adam", ["--env-backend", "sync", "--no-channels-last", "--no-fused-adam",
+                                                  "--no-flush-denormal"]),
     ("defaults, --no-channels-last", ["--no-channels-last"]),
     ("defaults, --no-fused-adam", ["--no-fused-adam"]),
     ("defaults, --torch-threads 1", ["--torch-threads", "1"]),
