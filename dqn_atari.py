@@ -24,7 +24,8 @@ Deliberate differences from CleanRL's file:
     (the 108,000-frame cap) bootstraps from the game's last observation. (CleanRL's buffer, SB3's with
     optimize_memory_usage, reads s' from the next slot, which after a truncation holds the next game's start.)
   - Speed on CPU: uint8 frames until the network divides them by 255, no Q-values computed when every
-    env explores, batch gathering into preallocated arrays, optional channels-last and bf16.
+    env explores, batch gathering into preallocated arrays, channels-last memory, torch's fused Adam,
+    subnormal floats flushed to zero, and bf16 where the hardware has it (each a flag).
   - `--save-model` writes atomic checkpoints (`--save-replay` adds the replay memory), `--resume RUN_DIR`
     continues a run, `--run MODEL` replays a saved model with a video, and training ends with an
     evaluation of `--eval-episodes` games.
@@ -114,8 +115,8 @@ class Args:
     those cores, 1 can be several times faster (benchmark/results/dqn_speed.txt)"""
     flush_denormal: bool = True
     """treat subnormal floats (below 1.2e-38) as zero on CPU (torch.set_flush_denormal): after many updates
-    much of Adam's moment estimates decays into that range, where x86 arithmetic is many times slower (a
-    DQN run's Adam step took 13.4 ms instead of 1.8 at 60k updates; README, DQN speed)"""
+    much of Adam's moment estimates decays into that range, where x86 arithmetic is many times slower (49%
+    of them in a DQN run at 365k steps: an Adam step 13.2 ms instead of 2.1; benchmark/denormal_speed.py)"""
     repeat_action_probability: float = 0.0
     """sticky actions (Machado et al. 2018): 0 as in Mnih et al. 2015 and CleanRL, 0.25 as in Dopamine"""
 
@@ -414,12 +415,12 @@ class ReplayMemory:
             saved = state[name]
             if saved.shape[1] != held and saved.shape[1] != size:
                 raise ValueError(f"replay array '{name}' holds {saved.shape[1]} slots, its counters say {held}")
-            if saved.shape[1] < size:  # the unwritten slots stay zero, as in a new memory
-                full = getattr(self, name)
+            if saved.shape[1] < size:
+                # Unwritten slots are zero, as in a new memory; np.zeros leaves their pages untouched.
+                full = np.zeros(getattr(self, name).shape, saved.dtype)
                 full[:, :held] = saved
-                full[:, held:] = 0
-            else:
-                setattr(self, name, saved)
+                saved = full
+            setattr(self, name, saved)
         self.cursor, self.frames_added = cursor, frames_added
 
 
@@ -793,9 +794,11 @@ def main() -> None:
     while global_step < args.total_timesteps:
         t0 = time.perf_counter()
         epsilon = linear_schedule(args.start_e, hp.end_e, hp.exploration_steps, global_step)
-        torch.set_num_threads(inference_threads)
+        if inference_threads != torch_threads:
+            torch.set_num_threads(inference_threads)
         actions = epsilon_greedy(q_network, obs, epsilon, num_actions, device, autocast, lazy=args.lazy_greedy)
-        torch.set_num_threads(torch_threads)
+        if inference_threads != torch_threads:
+            torch.set_num_threads(torch_threads)
         t1 = time.perf_counter()
         obs, rewards, terminated, truncated, info = envs.step(actions)
         t2 = time.perf_counter()

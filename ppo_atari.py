@@ -17,8 +17,9 @@ Deliberate differences from CleanRL's file:
     as a death.
   - Speed on CPU: observations stay uint8 until the network divides them by 255, rollout buffers are
     preallocated tensors, the convolutions run in channels-last memory (`--channels-last`), Adam is torch's
-    fused kernel (`--fused-adam`), and bf16 autocast (`--bf16`) is on by default only where the hardware
-    computes bf16 natively. Each is a flag that turns it off; benchmark/ppo_speed.py measures them.
+    fused kernel (`--fused-adam`), subnormal floats count as zero (`--flush-denormal`), and bf16 autocast
+    (`--bf16`) is on by default only where the hardware computes bf16 natively. Each is a flag that turns it
+    off; benchmark/ppo_speed.py and benchmark/denormal_speed.py measure them.
   - `--save-model` writes checkpoints atomically; `--resume RUN_DIR` continues a run; `--run MODEL`
     replays a saved model with a video; `torchrun` runs the same file data-parallel.
 
@@ -100,8 +101,8 @@ class Args:
     """torch intra-op threads (None: the cores available to this process, shared among local ranks)"""
     flush_denormal: bool = True
     """treat subnormal floats (below 1.2e-38) as zero on CPU (torch.set_flush_denormal): after many updates
-    much of Adam's moment estimates decays into that range, where x86 arithmetic is many times slower (a
-    DQN run's Adam step took 13.4 ms instead of 1.8 at 60k updates; README, DQN speed)"""
+    much of Adam's moment estimates decays into that range, where x86 arithmetic is many times slower (49%
+    of them in a DQN run at 365k steps: an Adam step 13.2 ms instead of 2.1; benchmark/denormal_speed.py)"""
     inference_threads: int | None = None
     """torch threads for the rollout's forward passes of num_envs observations (None: --torch-threads); the
     update's minibatches use --torch-threads. One thread can win on a small batch on a busy machine"""

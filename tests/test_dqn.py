@@ -181,6 +181,8 @@ def test_replay_state_round_trip(tmp_path, steps, slots_in_file):
         assert int(state["global_step"]) == 2 * steps
         assert state["frames"].shape == (2, slots_in_file, 84, 84)  # only written slots go to the file
         restored.load_state(state)
+    for name in ReplayMemory.ARRAYS:  # the same arrays, unwritten slots zero: no leftovers
+        np.testing.assert_array_equal(getattr(memory, name), getattr(restored, name), err_msg=name)
     # Both memories go on with the same steps, then draw the same minibatches: the restored one is the same
     # memory, across the wrap-around too.
     for m in (memory, restored):
@@ -378,20 +380,16 @@ def test_bad_input_in_a_real_process_prints_no_traceback(tmp_path, argv):
 
 def test_sigterm_saves_checkpoint_and_replay_that_resume(tmp_path):
     import signal
-    import time
+
+    from conftest import interrupt_when_running
 
     run_dir = tmp_path / "runs" / "t"
     never = str(10**9)  # the run would go on for days and checkpoints only when stopped
-    process = subprocess.Popen([sys.executable, SCRIPT, *TINY, "--total-timesteps", never, "--save-model",
-                                "--save-replay", "--checkpoint-every", never, RUN_NAME, "t"],
-                               cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while not run_dir.exists() and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.2)
-    time.sleep(1.0)  # some steps into the loop
-    process.send_signal(signal.SIGTERM)
-    _, stderr = process.communicate(timeout=120)
-    assert process.returncode == 128 + signal.SIGTERM, stderr[-3000:]
+    result = interrupt_when_running(SCRIPT, [*TINY, "--total-timesteps", never, "--save-model", "--save-replay",
+                                             "--checkpoint-every", never, RUN_NAME, "t"],
+                                    run_dir, signal.SIGTERM, tmp_path, settle_s=1.0)  # some steps into the loop
+    stderr = result.stderr
+    assert result.returncode == 128 + signal.SIGTERM, stderr[-3000:]
     step = torch.load(run_dir / "checkpoint.pt", weights_only=True)["global_step"]
     assert stderr.strip().splitlines()[-1] == (f"stopped by SIGTERM at agent step {step}: checkpoint saved; "
                                               f"continue with --resume {os.path.join('runs', 't')}")

@@ -261,32 +261,22 @@ def test_bad_input_ends_with_one_line(tmp_path, argv, message):
 
 
 
-def interrupt_when_running(argv: list[str], run_dir, signum: int, cwd) -> subprocess.CompletedProcess:
-    """Start a training run, send it `signum` once its run directory exists, and wait for it to end."""
-    import time
-
-    process = subprocess.Popen([sys.executable, SCRIPT, *argv], cwd=cwd, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while not run_dir.exists() and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.2)
-    process.send_signal(signum)
-    stdout, stderr = process.communicate(timeout=120)
-    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
-
-
 def test_ctrl_c_saves_a_checkpoint_that_resumes(tmp_path):
     import signal
 
+    from conftest import interrupt_when_running
+
     run_dir = tmp_path / "out" / "i"
     never = str(10**9)  # the run would go on for days and checkpoints only when stopped
-    result = interrupt_when_running([*TINY, "--total-timesteps", never, "--save-model", "--checkpoint-every", never,
-                                     "--runs-dir", "out", "--run-name", "i"], run_dir, signal.SIGINT, tmp_path)
+    result = interrupt_when_running(SCRIPT, [*TINY, "--total-timesteps", never, "--save-model", "--checkpoint-every",
+                                             never, "--runs-dir", "out", "--run-name", "i"],
+                                    run_dir, signal.SIGINT, tmp_path)
     assert result.returncode == 128 + signal.SIGINT, result.stderr[-3000:]
     last = result.stderr.strip().splitlines()[-1]
     checkpoint = torch.load(run_dir / "checkpoint.pt", weights_only=True)
     step = checkpoint["global_step"]
-    assert last == f"stopped by SIGINT at agent step {step}: checkpoint saved; continue with --resume {run_dir.relative_to(tmp_path)}"
+    assert last == (f"stopped by SIGINT at agent step {step}: checkpoint saved; "
+                    f"continue with --resume {run_dir.relative_to(tmp_path)}")
     assert 0 < step < 10**9 and step % 32 == 0 and checkpoint["iteration"] == step // 32
     assert "Traceback" not in result.stderr
     assert not (run_dir / "ppo_atari.model").exists()  # the final model is for finished runs

@@ -1,0 +1,22 @@
+"""Helpers that more than one test file uses."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+
+def interrupt_when_running(script: str, argv: list[str], run_dir, signum: int, cwd,
+                           settle_s: float = 0.0) -> subprocess.CompletedProcess:
+    """Start `python script argv`, send it `signum` once its run directory exists (and `settle_s` later),
+    and wait for it to end."""
+    process = subprocess.Popen([sys.executable, script, *argv], cwd=cwd, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not run_dir.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(settle_s)
+    process.send_signal(signum)
+    stdout, stderr = process.communicate(timeout=120)
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
