@@ -1,6 +1,6 @@
 """How fast dqn_atari.py runs here, what each speed option buys, and how much memory a full replay takes.
 
-Three measurements, printed as one report:
+Five measurements, printed as one report:
   1. The resident memory (VmRSS) of a full 1M-transition replay memory, filled with real Breakout frames so
      that every page is touched. A replay that stores 4-frame stacks for s and s' would take 1M x 2 x 28,224
      bytes = 52.6 GiB; one that stores each stack once (SB3's optimize_memory_usage) 26.3 GiB.
@@ -16,13 +16,19 @@ Three measurements, printed as one report:
      1,000 steps have no update, so steps/s is higher than over 20,000 steps; "ms per update" carries over.
   3. The pieces, in this process: one update (batch 32: two forwards, backward, Adam) and one batch-1
      forward, per thread count, memory format, Adam kernel and precision, interleaved round by round.
+  4. Where an update's time goes with the defaults: torch.profiler's self CPU time per operator group
+     (convolutions, linear layers, Adam, copies, elementwise), and the update's arithmetic rate in GFLOP/s.
+  5. This machine against the reference machine kind on which CleanRL's 161 steps/s were measured: the
+     figures /work/shared/reference/README.md gives for it (a batch-256 Nature-CNN training step in fp32,
+     channels-last and bf16; a single-precision matrix product), measured here the same way.
 
 On a shared machine, `--pause PATTERN` stops the processes whose command line matches PATTERN (pgrep -f;
-never this one or its parents) during each timed measurement of sections 2 and 3 and resumes them right
+never this one or its parents) during each timed measurement of sections 2 to 5 and resumes them right
 after, always, one measurement at a time. Every line says how many cores other processes used while it was measured.
 
 Usage: python benchmark/dqn_speed.py [--steps 3000] [--skip-ablation] [--only NAME ...] [--skip-pieces]
-                                     [--skip-memory] [--pause PATTERN]
+                                     [--skip-memory] [--skip-profile] [--skip-machine]
+                                     [--pause PATTERN]
 """
 
 from __future__ import annotations
@@ -140,60 +146,164 @@ def whole_process(name: str, extra: list[str], steps: int, workdir: str, pattern
             f"processes {note[0]:.2f} cores", int(sps))
 
 
-def pieces(pattern: str | None, rounds: int = 8) -> list[str]:
-    """One update (batch 32) and one batch-1 forward per thread count, memory format, Adam kernel and
-    precision. The configurations take turns, round after round, so a drift of this machine's speed falls
-    on all of them alike; each figure is the median of the rounds' means."""
-    configs = [(t, cl, fused, False) for t in (1, 2) for cl in (False, True) for fused in (False, True)]
-    configs.append((2, False, True, True))
-    frames = torch.randint(0, 256, (32, 5, 84, 84), dtype=torch.uint8)
-    actions = torch.randint(0, 4, (32,))
-    rewards, terminated = torch.zeros(32), torch.zeros(32, dtype=torch.bool)
+def training_step(channels_last: bool, fused: bool, bf16: bool, batch: int = 32, num_actions: int = 4,
+                  with_target: bool = True):
+    """One DQN update as dqn_atari.py does it (target forward, online forward, MSE TD loss, backward, Adam)
+    on fixed random frames, and a batch-1 forward; returns (update, act). Without the target forward
+    (with_target False) it is the plain training step the reference figures time."""
+    frames = torch.randint(0, 256, (batch, 5, 84, 84), dtype=torch.uint8)
+    actions = torch.randint(0, num_actions, (batch,))
+    rewards, terminated = torch.zeros(batch), torch.zeros(batch, dtype=torch.bool)
     one = torch.randint(0, 256, (1, 4, 84, 84), dtype=torch.uint8)
-    benches = []
-    for threads, channels_last, fused, bf16 in configs:
-        torch.manual_seed(0)
-        q = dqn_atari.QNetwork(4, channels_last=channels_last)
-        target = dqn_atari.QNetwork(4, channels_last=channels_last)
-        optimizer = torch.optim.Adam(q.parameters(), lr=1e-4, fused=fused or None)
-        autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16)
+    torch.manual_seed(0)
+    q = dqn_atari.QNetwork(num_actions, channels_last=channels_last)
+    target = dqn_atari.QNetwork(num_actions, channels_last=channels_last)
+    optimizer = torch.optim.Adam(q.parameters(), lr=1e-4, fused=fused or None)
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16)
 
-        def update(q=q, target=target, optimizer=optimizer, autocast=autocast):
+    def update():
+        if with_target:
             with torch.no_grad(), autocast:
                 next_q = target(frames[:, 1:])
             y = dqn_atari.td_target(rewards, next_q, terminated, 0.99)
-            with autocast:
-                q_taken = q(frames[:, :-1]).gather(1, actions[:, None]).squeeze(1)
-            loss = dqn_atari.td_loss(q_taken, y, "mse")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+        else:
+            y = rewards
+        with autocast:
+            q_taken = q(frames[:, :-1]).gather(1, actions[:, None]).squeeze(1)
+        loss = dqn_atari.td_loss(q_taken, y, "mse")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
 
-        def act(q=q, autocast=autocast):
-            with torch.inference_mode(), autocast:
-                q(one).argmax(1)
+    def act():
+        with torch.inference_mode(), autocast:
+            q(one).argmax(1)
 
-        benches.append((threads, update, act, [], []))
+    return update, act
+
+
+def interleaved(benches: list, rounds: int) -> list[float]:
+    """Median over `rounds` of the mean ms per call of each (threads, fn, calls per round): the functions
+    take turns round after round, so a drift of this machine's speed falls on all of them alike."""
+    times: list[list[float]] = [[] for _ in benches]
+    for threads, fn, _ in benches:  # warm-up
+        torch.set_num_threads(threads)
+        for _ in range(2):
+            fn()
+    for _ in range(rounds):
+        for (threads, fn, reps), out in zip(benches, times):
+            torch.set_num_threads(threads)
+            start = time.perf_counter()
+            for _ in range(reps):
+                fn()
+            out.append(1000 * (time.perf_counter() - start) / reps)
+    return [float(np.median(t)) for t in times]
+
+
+def pieces(pattern: str | None, rounds: int = 8) -> list[str]:
+    """One update (batch 32) and one batch-1 forward per thread count, memory format, Adam kernel and
+    precision, interleaved round by round; each figure is the median of the rounds' means."""
+    configs = [(t, cl, fused, False) for t in (1, 2) for cl in (False, True) for fused in (False, True)]
+    configs.append((2, False, True, True))
+    steps = [training_step(cl, fused, bf16) for _, cl, fused, bf16 in configs]
     note: list[float] = []
     with measured(pattern, note):
-        for threads, update, act, _, _ in benches:  # warm-up
-            torch.set_num_threads(threads)
-            for _ in range(3):
-                update(), act()
-        for _ in range(rounds):
-            for threads, update, act, update_ms, act_ms in benches:
-                torch.set_num_threads(threads)
-                for fn, reps, out in ((update, 5, update_ms), (act, 50, act_ms)):
-                    start = time.perf_counter()
-                    for _ in range(reps):
-                        fn()
-                    out.append(1000 * (time.perf_counter() - start) / reps)
+        medians = interleaved([(c[0], fn, reps) for c, fns in zip(configs, steps) for fn, reps in zip(fns, (5, 50))],
+                              rounds)
     lines = [f"{rounds} interleaved rounds of 5 updates and 50 forwards each | other processes {note[0]:.2f} cores"]
-    for (threads, channels_last, fused, bf16), (_, _, _, update_ms, act_ms) in zip(configs, benches):
+    for i, (threads, channels_last, fused, bf16) in enumerate(configs):
         layout = "channels-last" if channels_last else "contiguous"
         adam = "fused Adam" if fused else "loop Adam "
         lines.append(f"threads {threads}, {layout:<13} {adam} {'bf16' if bf16 else 'fp32'}: update (batch 32) "
-                     f"{np.median(update_ms):5.1f} ms, batch-1 forward {np.median(act_ms):.2f} ms")
+                     f"{medians[2 * i]:5.1f} ms, batch-1 forward {medians[2 * i + 1]:.2f} ms")
+    return lines
+
+
+def update_flops(batch: int = 32, num_actions: int = 4) -> float:
+    """Floating-point operations of one update (2 per multiply-add), counted from the layer shapes: the
+    target and the online forward, and the backward (weight gradients of every layer, input gradients of
+    every layer but the first: the frames need none)."""
+    q = dqn_atari.QNetwork(num_actions)
+    macs: list[int] = []
+
+    def count(module, inputs, output):
+        if isinstance(module, torch.nn.Conv2d):
+            macs.append(output.numel() * module.in_channels * module.kernel_size[0] * module.kernel_size[1])
+        elif isinstance(module, torch.nn.Linear):
+            macs.append(output.numel() * module.in_features)
+
+    for m in q.modules():
+        m.register_forward_hook(count)
+    with torch.no_grad():
+        q(torch.zeros(batch, 4, 84, 84, dtype=torch.uint8))
+    forward = sum(macs)
+    return 2.0 * (forward + forward + (2 * forward - macs[0]))
+
+
+def machine(pattern: str | None, rounds: int = 5) -> list[str]:
+    """This machine against the reference machine kind, with the figures /work/shared/reference/README.md
+    gives for it: a Nature-CNN training step (forward, backward, torch's default Adam) at batch 256 in fp32
+    (104 ms there), channels-last (66 ms) and bf16 autocast (40 ms), and a single-precision matrix product
+    (about 206 GFLOP/s there; here a 2048 x 2048 torch.mm)."""
+    threads = len(os.sched_getaffinity(0))
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    benches = [(threads, lambda: torch.mm(a, b), 3)]
+    for channels_last, bf16 in ((False, False), (True, False), (False, True)):
+        benches.append((threads, training_step(channels_last, False, bf16, batch=256, with_target=False)[0], 3))
+    note: list[float] = []
+    with measured(pattern, note):
+        mm, contiguous, cl, bf16 = interleaved(benches, rounds)
+    gflops = 2 * 2048 ** 3 / (mm / 1000) / 1e9
+    return [
+        f"{threads} torch threads, {rounds} interleaved rounds | other processes {note[0]:.2f} cores",
+        f"fp32 matrix product (2048 x 2048): {gflops:.0f} GFLOP/s (reference machine: about 206)",
+        f"Nature-CNN training step at batch 256 (forward, backward, default Adam): fp32 {contiguous:.0f} ms, "
+        f"channels-last {cl:.0f} ms, bf16 autocast {bf16:.0f} ms (reference machine: 104, 66 and 40 ms)",
+    ]
+
+
+# Groups of torch operators for the profile of an update: (label, operator names).
+OPERATOR_GROUPS = (
+    ("convolutions, forward", ("aten::mkldnn_convolution",)),
+    ("convolutions, backward", ("aten::convolution_backward",)),
+    ("linear layers (addmm, mm)", ("aten::addmm", "aten::mm")),
+    ("Adam", ("aten::_fused_adam_", "Optimizer.step#Adam.step")),
+    ("copies (memory format, dtype)", ("aten::copy_", "aten::clone", "aten::_to_copy")),
+    ("elementwise (/255, ReLU and its gradient)", ("aten::div", "aten::clamp_min", "aten::threshold_backward",
+                                                   "aten::relu")),
+)
+
+
+def update_profile(pattern: str | None, updates: int = 20) -> list[str]:
+    """Where the time of one update goes with the defaults (all cores, channels-last, fused Adam, fp32):
+    torch.profiler's self CPU time per operator group, and the update's arithmetic rate."""
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.set_num_threads(len(os.sched_getaffinity(0)))
+    update, _ = training_step(channels_last=True, fused=True, bf16=False)
+    for _ in range(5):
+        update()
+    note: list[float] = []
+    with measured(pattern, note):
+        start = time.perf_counter()
+        for _ in range(updates):
+            update()
+        plain_ms = 1000 * (time.perf_counter() - start) / updates
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(updates):
+                update()
+    self_ms = {e.key: e.self_cpu_time_total / 1000 / updates for e in prof.key_averages()}
+    total = sum(self_ms.values())
+    lines = [f"{updates} updates, {len(os.sched_getaffinity(0))} threads | other processes {note[0]:.2f} cores",
+             f"an update takes {plain_ms:.1f} ms unprofiled, {total:.1f} ms under the profiler; "
+             f"{update_flops() / 1e9:.2f} GFLOP, i.e. {update_flops() / (plain_ms / 1000) / 1e9:.0f} GFLOP/s"]
+    grouped = 0.0
+    for label, names in OPERATOR_GROUPS:
+        ms = sum(self_ms.get(n, 0.0) for n in names)
+        grouped += ms
+        lines.append(f"  {label:<44} {ms:5.1f} ms  {100 * ms / total:4.1f}%")
+    lines.append(f"  {'everything else (autograd, allocation, ...)':<44} {total - grouped:5.1f} ms  "
+                 f"{100 * (total - grouped) / total:4.1f}%")
     return lines
 
 
@@ -240,6 +350,9 @@ def main() -> None:
     parser.add_argument("--only", nargs="+", metavar="NAME", help="only the whole-process runs of these names")
     parser.add_argument("--skip-pieces", action="store_true", help="do not time the update and the forward alone")
     parser.add_argument("--skip-memory", action="store_true", help="do not fill a 1M replay memory")
+    parser.add_argument("--skip-machine", action="store_true",
+                        help="do not compare this machine with the reference machine kind")
+    parser.add_argument("--skip-profile", action="store_true", help="do not profile one update by operator group")
     parser.add_argument("--shared-steps", type=int, default=0,
                         help="also run the defaults and --torch-threads 1 this many steps without pausing anything")
     parser.add_argument("--pause", default=None, metavar="PATTERN",
@@ -301,6 +414,14 @@ def main() -> None:
     if not opts.skip_pieces:
         print("\n## pieces (this process)")
         for line in pieces(opts.pause):
+            print(line, flush=True)
+    if not opts.skip_profile:
+        print("\n## where an update's time goes (defaults, batch 32)")
+        for line in update_profile(opts.pause):
+            print(line, flush=True)
+    if not opts.skip_machine:
+        print("\n## this machine against the reference machine kind (/work/shared/reference/README.md)")
+        for line in machine(opts.pause):
             print(line, flush=True)
     print(f"\nload average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
