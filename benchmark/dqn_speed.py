@@ -294,9 +294,10 @@ def update_profile(pattern: str | None, updates: int = 20) -> list[str]:
                 update()
     self_ms = {e.key: e.self_cpu_time_total / 1000 / updates for e in prof.key_averages()}
     total = sum(self_ms.values())
+    flops = update_flops()
     lines = [f"{updates} updates, {len(os.sched_getaffinity(0))} threads | other processes {note[0]:.2f} cores",
              f"an update takes {plain_ms:.1f} ms unprofiled, {total:.1f} ms under the profiler; "
-             f"{update_flops() / 1e9:.2f} GFLOP, i.e. {update_flops() / (plain_ms / 1000) / 1e9:.0f} GFLOP/s"]
+             f"{flops / 1e9:.2f} GFLOP, i.e. {flops / (plain_ms / 1000) / 1e9:.0f} GFLOP/s"]
     grouped = 0.0
     for label, names in OPERATOR_GROUPS:
         ms = sum(self_ms.get(n, 0.0) for n in names)

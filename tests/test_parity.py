@@ -20,9 +20,8 @@ SCRIPTS = {"ppo": ppo_atari, "dqn": dqn_atari}
 # Fields that mean the same in every script.
 EXPERIMENT_FIELDS = [
     "seed", "torch_deterministic", "cuda", "run_name", "runs_dir", "env_id", "total_timesteps",
-    "num_envs", "env_backend", "env_threads", "torch_threads", "flush_denormal", "save_model", "checkpoint_every",
-    "resume",
-    "run", "run_episodes", "video", "progress",
+    "num_envs", "env_backend", "env_threads", "torch_threads", "flush_denormal", "save_model",
+    "checkpoint_every", "resume", "run", "run_episodes", "video", "progress",
 ]
 # Of these, the help may say more where a script does more (PPO's ranks under torchrun, DQN's replay file
 # on resume), and num_envs keeps each CleanRL default (8 for PPO, 1 for DQN): for them only the declared
