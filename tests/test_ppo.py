@@ -20,7 +20,7 @@ from ppo_atari import Agent, compute_gae, normalize_advantages, ppo_loss  # noqa
 SCRIPT = os.path.join(ROOT, "ppo_atari.py")
 # Two updates of 2 envs x 16 steps, one epoch of 2 minibatches: every code path, in seconds.
 TINY = ["--num-envs", "2", "--num-steps", "16", "--num-minibatches", "2", "--update-epochs", "1",
-        "--total-timesteps", "64", "--no-progress", "--torch-threads", "1", "--env-threads", "1"]
+        "--total-timesteps", "64", "--no-progress", "--torch-threads", "1", "--env-threads", "1", "--eval-episodes", "0"]
 
 
 def column(*xs: float) -> torch.Tensor:
@@ -245,6 +245,13 @@ def test_same_seed_same_losses(tmp_path):
         (["--run", "breakout.model", "--env-id", "PongNoFrameskip-v4"], "trained on BreakoutNoFrameskip-v4"),
         (["--run", "pong_labelled.model"], "actions"),
         (["--run", "breakout.model", "--resume", "runs/a"], "give one of them"),
+        (["--learning-rate", "nan"], "--learning-rate must be a finite number above 0, got nan"),
+        (["--learning-rate", "-1"], "--learning-rate must be a finite number above 0, got -1"),
+        (["--gamma", "2"], "--gamma must be in [0, 1], got 2"),
+        (["--gae-lambda", "-0.1"], "--gae-lambda must be in [0, 1]"),
+        (["--clip-coef", "-1"], "--clip-coef must be a finite number of at least 0"),
+        (["--target-kl", "0"], "--target-kl must be a finite number above 0"),
+        (["--update-epochs", "0"], "--update-epochs must be at least 1"),
     ],
 )
 def test_bad_input_ends_with_one_line(tmp_path, argv, message):
@@ -259,6 +266,25 @@ def test_bad_input_ends_with_one_line(tmp_path, argv, message):
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr
     assert not (tmp_path / "runs").exists()
 
+
+def test_clipfrac_is_the_mean_over_the_updates_minibatches(tmp_path):
+    # As CleanRL logs it. ppo_loss is made to report clipfrac = its call count: the first update's two
+    # minibatches say 1 and 2, the second's 3 and 4, so the logged means are 1.5 and 3.5 (the last
+    # minibatch alone would say 2 and 4).
+    code = (
+        "import sys, torch, ppo_atari\n"
+        "real, calls = ppo_atari.ppo_loss, [0]\n"
+        "def counted(*a, **k):\n"
+        "    calls[0] += 1\n"
+        "    loss, stats = real(*a, **k)\n"
+        "    return loss, dict(stats, clipfrac=torch.tensor(float(calls[0])))\n"
+        "ppo_atari.ppo_loss = counted\n"
+        f"sys.argv = ['ppo_atari.py', *{TINY!r}, '--runs-dir', 'out', '--run-name', 'c']\n"
+        "ppo_atari.main()\n")
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                            env=dict(os.environ, PYTHONPATH=ROOT))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert scalars(tmp_path / "out" / "c", "losses/clipfrac") == [(32, 1.5), (64, 3.5)]
 
 
 def test_ctrl_c_saves_a_checkpoint_that_resumes(tmp_path):

@@ -1,0 +1,810 @@
+"""The run around any algorithm: settings, process, run directory, checkpoints, evaluation and replay.
+
+`wrappers.py` is the game; this module is everything else a training script needs that is not its
+algorithm, written once so that `ppo_atari.py`, `dqn_atari.py` and `a2c_atari.py` (and any copy a
+researcher makes of one) read as their algorithm. It is a library the script calls, never a framework
+that calls the script: `main()` keeps its own loop and says every step of it.
+
+    args, checkpoint = harness.parse(Args, algo="ppo")  # flags, --resume's saved settings, range checks
+    proc = harness.setup_process(args)                  # threads, denormals, seeds, torchrun, device
+    run = harness.Run(args, proc, "ppo", model, optimizer, checkpoint, total_steps, settings)
+    ... the algorithm's loop, calling:
+        run.timer("env"), run.log_episodes(info, step), run.log(step, scalars), run.check_finite(step, loss)
+        run.should_stop(), run.checkpoint_due(step, final), run.save_checkpoint(step, **extra)
+        run.log_speed(step), run.evaluate_if_due(step, act)
+    run.finish(step, act)                               # final model, final evaluation, or the stop report
+
+What lives here, and the contracts it keeps:
+  - `RunArgs`: the settings that mean the same in every script, declared once. A script's `Args`
+    extends it with the algorithm's fields and may override a default (PPO 8 envs, DQN 1, A2C 16).
+  - Model files and checkpoints: dicts of plain types and tensors (format 1) that load with
+    `torch.load(..., weights_only=True)`, so a model file can never run code; written atomically.
+  - Episode boundaries and scores come from `wrappers.py`; the TensorBoard tags are the same everywhere:
+    charts/episodic_return (the raw score of a whole game), charts/episodic_length, charts/SPS,
+    charts/learning_rate, losses/..., time/<phase> (seconds spent so far), eval/episodic_return.
+  - Errors a user can act on end in one line and exit status 2 (`fail`); a loss that is no longer finite
+    ends in one line and exit status 1, leaving the last checkpoint as it was.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import random
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Literal
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import tyro
+
+import wrappers
+
+MODEL_FORMAT = 1  # version of the model/checkpoint dict below; a file of another format is refused in one line
+
+
+def native_bf16() -> bool:
+    """Whether bf16 matrix units exist here: a CUDA GPU with bf16, or a CPU with AVX512-BF16 or AMX.
+
+    Without them torch emulates bf16 and a training step gets slower (7x on an Intel Xeon without them,
+    benchmark/results/dqn_speed.txt), so `--bf16` defaults to this answer.
+    """
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+@dataclass
+class RunArgs:
+    """Settings of the run around the algorithm, the same in every script (CleanRL's flag names)."""
+
+    exp_name: str | None = None
+    """the name of this experiment, part of the run name and of the model file name (None: the script's
+    file name, e.g. ppo_atari)"""
+    seed: int = 1
+    """seed of Python, NumPy, torch and the envs (env i gets seed + i; under torchrun rank r's envs follow
+    rank r-1's)"""
+    torch_deterministic: bool = True
+    """if toggled, `torch.backends.cudnn.deterministic=True`"""
+    cuda: bool = True
+    """if toggled, use CUDA when it is available"""
+    run_name: str | None = None
+    """directory name under --runs-dir; default `{env_id}__{exp_name}__{seed}__{unix time}`"""
+    runs_dir: str = "runs"
+    """parent directory of the run directories (TensorBoard events, checkpoint.pt, the model file)"""
+
+    env_id: str = "BreakoutNoFrameskip-v4"
+    """the game (`BreakoutNoFrameskip-v4`, `ALE/Breakout-v5` or `breakout`); with --run, the model's game"""
+    total_timesteps: int = 10_000_000
+    """agent steps of the whole job, summed over all envs and all processes (1 agent step = 4 frames)"""
+    num_envs: int = 8
+    """parallel game environments per process (under torchrun the job has num_envs x processes)"""
+    env_backend: Literal["native", "sync", "async"] = "native"
+    """`native` (ale-py's C++ vector env), `sync` or `async` (gymnasium vector envs); see wrappers.py"""
+    env_threads: int = 0
+    """emulator threads of the native backend (0: one per env, at most the cores of this process)"""
+    repeat_action_probability: float = 0.0
+    """sticky actions (Machado et al. 2018, arXiv 1709.06009): 0 as in Mnih et al. 2015 and CleanRL, 0.25 as
+    in Dopamine's default protocol; applies to training, evaluation and --run"""
+
+    torch_threads: int | None = None
+    """torch intra-op threads (None: the cores available to this process, shared among local ranks)"""
+    inference_threads: int | None = None
+    """torch threads for acting on a batch of num_envs observations (None: --torch-threads); one thread
+    can win on a small batch on a busy machine"""
+    flush_denormal: bool = True
+    """treat subnormal floats (below 1.2e-38) as zero on CPU (torch.set_flush_denormal): after many updates
+    much of Adam's moment estimates decays into that range, where x86 arithmetic is many times slower (49%
+    of them in a DQN run at 365k steps: an Adam step 13.2 ms instead of 2.1; benchmark/denormal_speed.py)"""
+    channels_last: bool = True
+    """NHWC memory format for the convolutions: oneDNN's fast path on CPU (a training step 1.6x faster here)"""
+    bf16: bool = field(default_factory=native_bf16)
+    """bf16 autocast for the network (default on only where the hardware computes bf16 natively); changes
+    the numerics, so the same seed gives other losses with and without it"""
+    fused_adam: bool = True
+    """torch's fused Adam kernel where the optimizer is Adam: the same update in one pass over the
+    parameters instead of a dozen small ops; results may differ from the loop's in the last bits"""
+
+    save_model: bool = False
+    """save the model at the end and a checkpoint every --checkpoint-every agent steps"""
+    checkpoint_every: int = 500_000
+    """agent steps between checkpoints (with --save-model); runs/<run_name>/checkpoint.pt is overwritten"""
+    resume: str | None = None
+    """a run directory to continue from its checkpoint.pt; settings come from the checkpoint, except
+    --total-timesteps (to extend the run), the speed flags and the evaluation and progress flags when given"""
+    eval_every: int = 500_000
+    """agent steps between evaluations, each --eval-episodes whole games (no life loss, raw score) with the
+    current policy in envs of their own, logged as eval/episodic_return; training ends with one more. At
+    10 games per 500k steps an evaluation costs under 3% of a default run's time (README, Evaluation)"""
+    eval_episodes: int = 10
+    """whole games per evaluation (0: no evaluation)"""
+    eval_video: bool = False
+    """at each evaluation, also write one game to <run dir>/videos/eval_<agent step>.mp4, a record of how
+    the play improved (as Distributed BA3C's record node and Dopamine's evaluation phase do)"""
+    run: str | None = None
+    """a model file to replay instead of training, or `random` for a uniformly random policy (the floor
+    every curve should be read against): play --run-episodes games, print their scores"""
+    run_episodes: int = 10
+    """with --run: whole games to play"""
+    video: bool = True
+    """with --run: write the games to videos/<model name>.mp4 (colour screen | the agent's 84x84 input)"""
+    progress: bool = True
+    """show a progress bar on stderr (steps, steps/s, time left, recent score)"""
+
+
+# Settings of how a run computes (where, on how many threads, in which memory format or precision), of what
+# it reports and of how long it goes on, not of what it learns: --resume takes them from the command line
+# when given there (a run may continue on another machine), and every other setting from the checkpoint.
+RESUMABLE_FLAGS = ("total_timesteps", "cuda", "env_backend", "env_threads", "torch_threads", "inference_threads",
+                   "channels_last", "bf16", "fused_adam", "flush_denormal", "eval_every", "eval_episodes",
+                   "eval_video", "progress")
+
+
+def fail(msg: str) -> None:
+    """End the process on a user's mistake: one line on stderr, exit status 2, no traceback."""
+    print(f"error: {msg}", file=sys.stderr)
+    sys.exit(2)
+
+
+def flag(name: str) -> str:
+    """The command-line spelling of an Args field: learning_rate -> --learning-rate."""
+    return "--" + name.replace("_", "-")
+
+
+def given_on_command_line(name: str) -> bool:
+    """Whether the flag of field `name` (or `--flag=...`, `--no-flag`, in either spelling) was typed."""
+    spellings = {f"--{prefix}{n}" for prefix in ("", "no-", "no_") for n in (name.replace("_", "-"), name)}
+    return any(a.split("=", 1)[0] in spellings for a in sys.argv[1:])
+
+
+def check_range(args, positive=(), non_negative=(), at_least_one=(), unit_interval=(), probability=()) -> None:
+    """Fail with one line on the first named setting out of its range. A field whose value is None (meaning
+    "a default chosen elsewhere") is skipped; a NaN fails every check.
+
+    positive: finite and > 0; non_negative: finite and >= 0; at_least_one: an integer >= 1;
+    unit_interval: in [0, 1]; probability: in [0, 1) (a probability of 1 would never let go).
+    """
+    rules = [(positive, lambda v: math.isfinite(v) and v > 0, "a finite number above 0"),
+             (non_negative, lambda v: math.isfinite(v) and v >= 0, "a finite number of at least 0"),
+             (at_least_one, lambda v: v >= 1, "at least 1"),
+             (unit_interval, lambda v: 0 <= v <= 1, "in [0, 1]"),
+             (probability, lambda v: 0 <= v < 1, "in [0, 1)")]
+    for names, ok, wanted in rules:
+        for name in names:
+            value = getattr(args, name)
+            if value is not None and not ok(value):
+                fail(f"{flag(name)} must be {wanted}, got {value}")
+
+
+def check_run_args(args: RunArgs) -> None:
+    """The range checks of the settings every script shares; the script adds its algorithm's."""
+    check_range(args, at_least_one=("num_envs", "total_timesteps", "checkpoint_every", "eval_every",
+                                    "run_episodes", "torch_threads", "inference_threads"),
+                non_negative=("env_threads", "eval_episodes"), probability=("repeat_action_probability",))
+    if args.run is not None and args.resume is not None:
+        fail("--run replays a model file and --resume continues a training run: give one of them")
+    try:
+        wrappers.resolve_game(args.env_id)
+    except wrappers.EnvIdError as e:
+        fail(str(e))
+
+
+def check_writable_directory(path: str, what: str) -> None:
+    """Fail with one line unless `path` is a directory this process can write, or can be made as one (it is
+    not made here: a run that fails a later check leaves nothing behind)."""
+    existing = os.path.abspath(path)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        fail(f"{what} '{path}' cannot be a directory: '{existing}' is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        fail(f"{what} '{path}' is not writable here ('{existing}' is read-only for this user)")
+
+
+def parse(args_class: type, algo: str, resumable: tuple[str, ...] = ()) -> tuple[RunArgs, dict | None]:
+    """The settings of this run from the command line, and the checkpoint when it resumes.
+
+    With --resume, every setting comes from the checkpoint except those in RESUMABLE_FLAGS (and the
+    script's own `resumable` speed flags) that were typed on this command line. A checkpoint written by an
+    older version of the script may lack newer settings (they take their defaults) or hold settings that
+    no longer exist (they are dropped, with a warning). Then the shared range checks run; the script's own
+    follow in its `check_args`.
+    """
+    use_passive_openmp()
+    args = tyro.cli(args_class)
+    checkpoint = None
+    if args.resume is not None and args.run is None:
+        checkpoint = load_file(os.path.join(args.resume, "checkpoint.pt"), "checkpoint", algo)
+        known = {f.name for f in dataclasses.fields(args_class)}
+        saved = {k: v for k, v in checkpoint["args"].items() if k in known}
+        dropped = sorted(set(checkpoint["args"]) - known)
+        if dropped:
+            print(f"warning: the checkpoint's settings {', '.join(dropped)} no longer exist; ignored", file=sys.stderr)
+        saved["resume"] = args.resume
+        for name in RESUMABLE_FLAGS + resumable:
+            if given_on_command_line(name) or name not in checkpoint["args"]:
+                saved[name] = getattr(args, name)
+        args = args_class(**saved)
+    check_run_args(args)
+    if args.run is None:
+        check_writable_directory(args.resume or args.runs_dir, "--resume" if args.resume else "--runs-dir")
+    return args, checkpoint
+
+
+@dataclass
+class Process:
+    """Where this process runs and how it shares the job: torchrun's rank and world, threads, device."""
+
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+    torch_threads: int
+    inference_threads: int
+    env_threads: int
+    seed: int  # this rank's seed: env i of rank r gets args.seed + r * num_envs + i
+    autocast: torch.autocast
+
+    def average_gradients(self, module: torch.nn.Module) -> None:
+        """Data parallel: replace every gradient with the mean over the ranks (one all-reduce of all of them)."""
+        if self.world_size == 1:
+            return
+        grads = [p.grad for p in module.parameters() if p.grad is not None]
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        dist.all_reduce(flat)
+        flat /= self.world_size
+        offset = 0
+        for g in grads:
+            g.copy_(flat[offset : offset + g.numel()].view_as(g))
+            offset += g.numel()
+
+    def mean(self, value: torch.Tensor) -> torch.Tensor:
+        """The mean of a tensor over the ranks (itself in a single process)."""
+        if self.world_size == 1:
+            return value
+        value = value.clone()
+        dist.all_reduce(value)
+        return value / self.world_size
+
+    def any(self, flag: bool) -> bool:
+        """Whether any rank says True (so that all ranks take the same branch)."""
+        if self.world_size == 1:
+            return flag
+        value = torch.tensor([float(flag)], device=self.device)
+        dist.all_reduce(value, op=dist.ReduceOp.MAX)
+        return bool(value.item())
+
+
+def _running_as_script() -> bool:
+    """True when the program is a training script started as `python script.py` (or by torchrun), not a
+    test or another program that imported it."""
+    main = sys.modules.get("__main__")
+    return (main is not None and hasattr(main, "Args") and hasattr(main, "main")
+            and os.path.abspath(sys.argv[0]) == os.path.abspath(getattr(main, "__file__", "")))
+
+
+def use_passive_openmp() -> None:
+    """Idle OpenMP threads sleep instead of spinning: on a 2-core machine, spinning torch threads steal the
+    cores that the emulator threads and any other process need (measured: a 2-thread update ran 2x slower
+    beside another busy process). libgomp reads OMP_WAIT_POLICY once, when torch loads it, so a script
+    that runs without it sets it and starts itself again; a user's own setting wins, and importing a
+    script changes nothing."""
+    if "OMP_WAIT_POLICY" in os.environ or not _running_as_script():
+        return
+    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
+
+
+def setup_process(args: RunArgs) -> Process:
+    """Process-wide settings, once, before any env starts: threads, denormals, torchrun and seeds (the OpenMP
+    wait policy was settled by `parse`)."""
+    # torchrun sets these; a plain `python script.py` is rank 0 of a world of 1.
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    local_world_size = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    use_cuda = args.cuda and torch.cuda.is_available()
+    device = torch.device(f"cuda:{local_rank}" if use_cuda else "cpu")
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    torch_threads = args.torch_threads or max(1, cores // local_world_size)
+    torch.set_num_threads(torch_threads)  # the update is CPU-bound on a CPU: use exactly our cores, no more
+    torch.set_flush_denormal(args.flush_denormal)  # subnormal floats: see RunArgs.flush_denormal
+    torch.backends.cudnn.deterministic = args.torch_deterministic
+    if world_size > 1:
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+        if use_cuda:
+            torch.cuda.set_device(device)
+    # Each rank plays other games: its seed is offset by the envs before it, so every env of the job has
+    # its own seed, and one seed still drives everything.
+    seed = args.seed + rank * args.num_envs
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    return Process(rank=rank, world_size=world_size, local_rank=local_rank, device=device,
+                   torch_threads=torch_threads, inference_threads=args.inference_threads or torch_threads,
+                   env_threads=args.env_threads or max(1, min(args.num_envs, cores // local_world_size)),
+                   seed=seed, autocast=torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16))
+
+
+# --- model and checkpoint files ------------------------------------------------------------------------------
+
+def script_name(args: RunArgs) -> str:
+    """The experiment name: --exp-name, else the file name of the script whose Args these are."""
+    if args.exp_name:
+        return args.exp_name
+    module = sys.modules.get(type(args).__module__)
+    return os.path.splitext(os.path.basename(getattr(module, "__file__", "") or "experiment"))[0]
+
+
+def model_file(args: RunArgs, algo: str, model: torch.nn.Module, num_actions: int) -> dict:
+    """A model file: enough to replay the agent and to know what it was trained on (plain types only)."""
+    return {
+        "format": MODEL_FORMAT,
+        "algo": algo,
+        "env_id": args.env_id,
+        "num_actions": int(num_actions),  # a numpy integer would not load with weights_only=True
+        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "args": dataclasses.asdict(args),
+    }
+
+
+def save_atomic(obj: dict, path: str) -> None:
+    """torch.save to path + ".tmp", then rename: a crash never leaves a half-written file behind. A full disk
+    or an unwritable directory ends in one line, and the file that was there stays as it was."""
+    try:
+        torch.save(obj, path + ".tmp")
+        os.replace(path + ".tmp", path)
+    except OSError as e:
+        try:
+            os.remove(path + ".tmp")
+        except OSError:
+            pass
+        fail(f"cannot write '{path}' ({e.strerror or e}); the file that was there is unchanged")
+
+
+def load_file(path: str, what: str, algo: str, device: torch.device | str = "cpu") -> dict:
+    """torch.load a model or checkpoint file of this project (weights_only: no code runs), or fail with one line."""
+    if not os.path.isfile(path):
+        fail(f"{what} '{path}' does not exist")
+    try:
+        data = torch.load(path, map_location=device, weights_only=True)
+    except Exception as e:  # a truncated or foreign file raises any of pickle's, zip's or torch's errors
+        fail(f"cannot read {what} '{path}': not a file saved by {algo}_atari.py ({type(e).__name__})")
+    if not isinstance(data, dict) or data.get("format") != MODEL_FORMAT or "model" not in data:
+        fail(f"{what} '{path}' is not a model file of this project (no format-{MODEL_FORMAT} 'model' entry)")
+    if data.get("algo") != algo:
+        fail(f"{what} '{path}' holds a '{data.get('algo')}' model; use {data.get('algo')}_atari.py with it")
+    return data
+
+
+def rng_states() -> dict:
+    """Python, NumPy and torch random states as plain types and tensors (loadable with weights_only)."""
+    name, key, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "python": random.getstate(),
+        "numpy": [name, key.tolist(), pos, has_gauss, cached],
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def set_rng_states(states: dict) -> None:
+    version, internal, gauss = states["python"]
+    random.setstate((version, tuple(internal), gauss))
+    name, key, pos, has_gauss, cached = states["numpy"]
+    np.random.set_state((name, np.array(key, dtype=np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(states["torch"].cpu())
+    if states["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in states["cuda"]])
+
+
+class isolated_rng:
+    """Within the block, Python, NumPy and torch draw from a stream seeded by `seed`; after it, each stream
+    is back where it was. Evaluation plays under it, so evaluating never changes what training draws."""
+
+    def __init__(self, seed: int):
+        self.seed = seed
+
+    def __enter__(self):
+        self.saved = rng_states()
+        random.seed(self.seed)
+        np.random.seed(self.seed % 2**32)
+        torch.manual_seed(self.seed)
+
+    def __exit__(self, *exc):
+        set_rng_states(self.saved)
+
+
+# --- signals --------------------------------------------------------------------------------------------------
+
+class StopRequest:
+    """Ctrl-C (SIGINT) or SIGTERM (`kill`, Slurm at its time limit) during training asks the loop to stop
+    at the end of its current iteration; the run then saves a checkpoint (with --save-model) that --resume
+    continues. A second signal, or one after the loop, stops at once; the files already written stay."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        self.since = 0.0  # time.monotonic() of the first signal
+        self.loop_done = False  # set after the training loop: nothing is left to stop gracefully
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, self._handle)
+
+    def _handle(self, signum: int, frame) -> None:
+        # A launcher may pass on the signal the process also got from the terminal (torchrun does): a
+        # repeat within a second is the same request.
+        if self.loop_done or (self.signal is not None and time.monotonic() - self.since > 1.0):
+            print(f"\n{signal.Signals(signum).name}: stopping now", file=sys.stderr)
+            sys.exit(128 + signum)
+        if self.signal is not None:
+            return
+        self.signal, self.since = signum, time.monotonic()
+        print(f"\n{signal.Signals(signum).name}: stopping after this iteration of the training loop "
+              f"(send it again to stop at once)", file=sys.stderr)
+
+
+# --- the run --------------------------------------------------------------------------------------------------
+
+def settings_table(settings: dict) -> str:
+    return "|setting|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in settings.items())
+
+
+class _Timer:
+    """`with run.timer("env"):` adds the block's wall-clock seconds to run.times["env"]."""
+
+    __slots__ = ("times", "phase", "start")
+
+    def __init__(self, times: dict, phase: str):
+        self.times, self.phase = times, phase
+
+    def __enter__(self):
+        self.start = time.perf_counter()
+
+    def __exit__(self, *exc):
+        self.times[self.phase] += time.perf_counter() - self.start
+
+
+class Run:
+    """One training run: its directory, TensorBoard writer, progress bar, checkpoints, evaluations and stop.
+
+    Rank 0 writes files; every rank keeps the same schedule. Construction restores `model` and `optimizer`
+    from `checkpoint` when resuming (the script restores anything else it saved, from `run.checkpoint`),
+    and under torchrun gives every rank rank 0's parameters.
+    """
+
+    def __init__(self, args: RunArgs, proc: Process, algo: str, model: torch.nn.Module,
+                 optimizer: torch.optim.Optimizer, checkpoint: dict | None, total_steps: int, num_actions: int,
+                 phases: tuple[str, ...] = ("env", "inference", "update"), settings: dict | None = None):
+        self.args, self.proc, self.algo = args, proc, algo
+        self.model, self.optimizer, self.checkpoint = model, optimizer, checkpoint
+        self.total_steps, self.num_actions = total_steps, num_actions
+        self.exp_name = script_name(args)
+        if checkpoint is not None:
+            self.run_name, self.run_dir = checkpoint.get("run_name", os.path.basename(args.resume)), args.resume
+            model.load_state_dict(checkpoint["model"])
+            optimizer.load_state_dict(checkpoint["optimizer"])
+            if "fused" in optimizer.param_groups[0]:  # loading restores the saved choice; the flag decides
+                optimizer.param_groups[0]["fused"] = args.fused_adam or None
+            states = checkpoint["rng"] if isinstance(checkpoint["rng"], list) else [checkpoint["rng"]]
+            if len(states) == proc.world_size:  # same job shape: every rank picks up its own streams
+                set_rng_states(states[proc.rank])
+            self.start_step = int(checkpoint["global_step"])
+        else:
+            self.run_name = args.run_name or f"{args.env_id.replace('/', '-')}__{self.exp_name}__{args.seed}__{int(time.time())}"
+            self.run_dir = os.path.join(args.runs_dir, self.run_name)
+            self.start_step = 0
+        if proc.world_size > 1:  # every rank starts from rank 0's parameters
+            for p in model.parameters():
+                dist.broadcast(p.data, src=0)
+        self.saved_step = self.start_step if checkpoint is not None else None  # agent step of checkpoint.pt
+        self.next_checkpoint = self._next(self.start_step, args.checkpoint_every)
+        self.next_eval = self._next(self.start_step, args.eval_every)
+        self.last_eval_step: int | None = None
+        self.times = dict.fromkeys((*phases, "eval"), 0.0)
+        self.recent_returns: list[float] = []  # raw scores of this process's last 100 games
+        self.start_time = time.perf_counter()
+        self.stop = StopRequest()
+        self.stopping = False
+        self._eval_envs = None
+
+        self.writer = self.progress = None
+        if proc.rank == 0:
+            from torch.utils.tensorboard import SummaryWriter
+
+            try:
+                os.makedirs(self.run_dir, exist_ok=True)
+                # On resume, purge_step drops the events the interrupted run wrote after its checkpoint:
+                # TensorBoard hides every earlier event at a step >= purge_step, and the checkpoint's own step
+                # was logged before the checkpoint was written, so it is kept.
+                self.writer = SummaryWriter(self.run_dir, purge_step=self.start_step + 1 if checkpoint else None)
+            except OSError as e:
+                fail(f"cannot write the run directory '{self.run_dir}' ({e.strerror or e}): choose another --runs-dir")
+            table = dict(dataclasses.asdict(args), exp_name=self.exp_name, run_dir=self.run_dir,
+                         world_size=proc.world_size, device=str(proc.device), torch_threads=proc.torch_threads,
+                         inference_threads=proc.inference_threads, env_threads=proc.env_threads,
+                         start_step=self.start_step, **(settings or {}))
+            self.writer.add_text("settings", settings_table(table), self.start_step)
+            if args.progress:
+                from tqdm import tqdm
+
+                self.progress = tqdm(total=total_steps, initial=self.start_step, unit="step", unit_scale=True,
+                                     dynamic_ncols=True, mininterval=1.0 if sys.stderr.isatty() else 30.0)
+
+    @staticmethod
+    def _next(step: int, every: int) -> int:
+        return (step // every + 1) * every
+
+    def timer(self, phase: str) -> _Timer:
+        """`with run.timer("env"):` counts the block's time to that phase (logged as time/<phase>)."""
+        return _Timer(self.times, phase)
+
+    def log(self, step: int, scalars: dict) -> None:
+        """Write scalars (floats or 0-d tensors) at agent step `step` (rank 0 only)."""
+        if self.writer is not None:
+            for tag, value in scalars.items():
+                self.writer.add_scalar(tag, float(value), step)
+
+    def log_episodes(self, info: dict, step: int) -> None:
+        """Log the raw score and length of every game that ended at this step (info from wrappers.py)."""
+        if "_episode" not in info or not info["_episode"].any():
+            return
+        for i in np.flatnonzero(info["_episode"]):
+            score = float(info["episode"]["r"][i])
+            self.recent_returns = (self.recent_returns + [score])[-100:]
+            self.log(step, {"charts/episodic_return": score, "charts/episodic_length": int(info["episode"]["l"][i])})
+
+    def log_speed(self, step: int, **postfix) -> None:
+        """charts/SPS (agent steps/s of the job since this process started) and time/<phase>, and the progress
+        bar with the mean score of the last 100 games, `postfix` and the time per phase."""
+        elapsed = time.perf_counter() - self.start_time
+        self.log(step, {"charts/SPS": int((step - self.start_step) / max(elapsed, 1e-9)),
+                        **{f"time/{phase}": seconds for phase, seconds in self.times.items()}})
+        if self.progress is not None:
+            self.progress.update(step - self.progress.n)
+            score = f"{np.mean(self.recent_returns):.1f}" if self.recent_returns else "-"
+            parts = [f"score(100)={score}", *(f"{k}={v}" for k, v in postfix.items()),
+                     *(f"{phase}={seconds:.0f}s" for phase, seconds in self.times.items() if seconds)]
+            self.progress.set_postfix_str(" ".join(parts), refresh=False)
+
+    def check_finite(self, step: int, loss: torch.Tensor) -> None:
+        """Stop the run in one line if the loss is NaN or infinite: the last checkpoint stays as it was. Call
+        it before the optimizer step, so that the weights never hold NaN (on a GPU it waits for the loss)."""
+        value = float(loss.detach()) if isinstance(loss, torch.Tensor) else float(loss)
+        if not math.isfinite(value):
+            self.stop.loop_done = True
+            if self.progress is not None:
+                self.progress.close()
+            where = (f"the last checkpoint ({os.path.join(self.run_dir, 'checkpoint.pt')}, agent step "
+                     f"{self.saved_step}) is unchanged" if self.saved_step is not None else "no checkpoint was saved")
+            print(f"error: the loss is {value} at agent step {step}: training stopped, {where}; "
+                  f"try a lower --learning-rate or another --seed", file=sys.stderr)
+            if self.writer is not None:
+                self.writer.close()
+            sys.exit(1)
+
+    def should_stop(self) -> bool:
+        """Whether a signal asked the run to stop; under torchrun all ranks agree (at the first rank's)."""
+        stopping = self.proc.any(self.stop.signal is not None)
+        if stopping and self.stop.signal is None:
+            self.stop.signal = signal.SIGTERM  # another rank got it
+        self.stopping = stopping
+        return stopping
+
+    def checkpoint_due(self, step: int, final: bool = False) -> bool:
+        """With --save-model: at every --checkpoint-every agent steps, at the end, and when stopping."""
+        return self.args.save_model and (step >= self.next_checkpoint or final or self.stopping)
+
+    def save_checkpoint(self, step: int, **extra) -> None:
+        """checkpoint.pt: the model file plus the optimizer, the step, every rank's random streams and `extra`
+        (what else the algorithm needs to continue). Parameters that are no longer finite are never saved."""
+        self.next_checkpoint = self._next(step, self.args.checkpoint_every)
+        if not all(torch.isfinite(p).all() for p in self.model.parameters()):  # the same on every rank
+            self.check_finite(step, torch.tensor(float("nan")))
+        states = [None] * self.proc.world_size
+        if self.proc.world_size > 1:
+            dist.all_gather_object(states, rng_states())
+        else:
+            states = [rng_states()]
+        self.saved_step = step
+        if self.proc.rank != 0:
+            return
+        save_atomic(dict(model_file(self.args, self.algo, self.model, self.num_actions),
+                         optimizer=self.optimizer.state_dict(), global_step=step, rng=states,
+                         run_name=self.run_name, **extra),
+                    os.path.join(self.run_dir, "checkpoint.pt"))
+
+    def evaluate_if_due(self, step: int, act: Callable[[np.ndarray], np.ndarray], final: bool = False) -> None:
+        """Every --eval-every agent steps (and at the end): play --eval-episodes whole games with `act`."""
+        if self.args.eval_episodes == 0 or self.proc.rank != 0 or step == self.last_eval_step:
+            return
+        if step < self.next_eval and not final:
+            return
+        self.next_eval = self._next(step, self.args.eval_every)
+        self.last_eval_step = step
+        t0 = time.perf_counter()
+        video = os.path.join(self.run_dir, "videos", f"eval_{step}.mp4") if self.args.eval_video else None
+        scores = evaluate(self.args, act, self.args.eval_episodes, seed=self.args.seed + 10**6 + step,
+                          env_threads=self.proc.env_threads, video_path=video)
+        self.times["eval"] += time.perf_counter() - t0
+        for score in scores:
+            self.log(step, {"eval/episodic_return": score})
+        message = (f"evaluation at agent step {step}: mean {np.mean(scores):.2f} +- {np.std(scores):.2f} "
+                   f"(std) over {len(scores)} games" + (f", video {video}" if video else ""))
+        if self.progress is not None:
+            self.progress.write(message, file=sys.stderr)
+        else:
+            print(message, file=sys.stderr)
+
+    def finish(self, step: int, act: Callable[[np.ndarray], np.ndarray]) -> None:
+        """After the loop. A stopped run keeps its checkpoint and exits 128 + the signal's number, with the
+        --resume command; a finished one saves the final model (with --save-model) and evaluates once more."""
+        self.stop.loop_done = True
+        if self.progress is not None:
+            self.progress.close()
+        if self.stopping and step < self.total_steps:
+            if self.writer is not None:
+                self.writer.close()
+            if self.proc.world_size > 1:
+                dist.destroy_process_group()
+            saved = (f"checkpoint saved; continue with --resume {self.run_dir}" if self.args.save_model
+                     else "nothing saved (train with --save-model to keep checkpoints)")
+            if self.proc.rank == 0:  # rank 0 speaks for the job
+                print(f"stopped by {signal.Signals(self.stop.signal).name} at agent step {step}: {saved}",
+                      file=sys.stderr)
+            sys.exit(128 + self.stop.signal)
+        if self.args.save_model:
+            if self.saved_step != step:
+                self.save_checkpoint(step)
+            if self.proc.rank == 0:
+                path = os.path.join(self.run_dir, f"{self.exp_name}.model")
+                save_atomic(model_file(self.args, self.algo, self.model, self.num_actions), path)
+                print(f"model saved to {path}", file=sys.stderr)
+        self.evaluate_if_due(step, act, final=True)
+        if self.writer is not None:
+            self.writer.close()
+        if self.proc.world_size > 1:
+            dist.destroy_process_group()
+
+
+# --- playing whole games: evaluation and --run --------------------------------------------------------------
+
+def evaluate(args: RunArgs, act: Callable[[np.ndarray], np.ndarray], episodes: int, seed: int,
+             env_threads: int = 0, video_path: str | None = None) -> list[float]:
+    """Raw scores of `episodes` whole games played with `act` (a batch of observations -> actions).
+
+    The games use the training preprocessing (the life-loss and clipped-reward signals are there but only
+    the whole game's raw score is read) on up to 8 envs of their own; each env plays a fixed share of the
+    games, so short games are not over-represented. Draws come from a stream seeded by `seed`, and the
+    training streams are left where they were. With `video_path`, one more game is played and filmed.
+    """
+    num_envs = min(episodes, 8)
+    quota = np.array([episodes // num_envs + (i < episodes % num_envs) for i in range(num_envs)])
+    envs = wrappers.make_vector_env(args.env_id, num_envs, backend=args.env_backend, num_threads=env_threads,
+                                    repeat_action_probability=args.repeat_action_probability)
+    played, scores = np.zeros(num_envs, dtype=int), []
+    with isolated_rng(seed):
+        obs, _ = envs.reset(seed=seed)
+        while (played < quota).any():
+            obs, _, _, _, info = envs.step(act(obs))
+            if "_episode" in info and info["_episode"].any():
+                for i in np.flatnonzero(info["_episode"]):
+                    if played[i] < quota[i]:
+                        scores.append(float(info["episode"]["r"][i]))
+                        played[i] += 1
+        envs.close()
+        if video_path is not None:
+            os.makedirs(os.path.dirname(video_path), exist_ok=True)
+            env = replay_env(args.env_id, seed, args.repeat_action_probability)
+            play(env, act, 1, video_path, verbose=False)
+            env.close()
+    return scores
+
+
+def play(env, act: Callable[[np.ndarray], np.ndarray], games: int, video_path: str | None,
+         verbose: bool = True) -> list[float]:
+    """Play whole games in `env` (from `replay_env`) and return their raw scores; with `video_path`, write them
+    to an mp4: the colour screen doubled beside the agent's 84x84 input at the same height, one video
+    frame per agent step (real game speed), the game and its score in the corner."""
+    import cv2
+
+    writer = None
+    if video_path is not None:
+        scale = 2
+        height = 210 * scale
+        writer = cv2.VideoWriter(video_path, cv2.VideoWriter_fourcc(*"mp4v"), 60 / wrappers.FRAME_SKIP,
+                                 (160 * scale + height, height))
+
+    def write_frame(obs: np.ndarray, game: int, score: float) -> None:
+        screen = cv2.resize(env.render(), (160 * scale, height), interpolation=cv2.INTER_NEAREST)
+        agent_view = cv2.resize(obs[-1], (height, height), interpolation=cv2.INTER_NEAREST)
+        frame = np.concatenate([cv2.cvtColor(screen, cv2.COLOR_RGB2BGR), cv2.cvtColor(agent_view, cv2.COLOR_GRAY2BGR)], 1)
+        cv2.putText(frame, f"game {game}  score {score:g}", (6, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 255, 255), 1)
+        writer.write(frame)
+
+    scores = []
+    for game in range(1, games + 1):
+        obs, _ = env.reset()
+        score, length, done = 0.0, 0, False
+        while not done:
+            if writer is not None:
+                write_frame(obs, game, score)
+            action = int(act(np.asarray(obs)[None])[0])
+            obs, reward, terminated, truncated, _ = env.step(action)
+            score, length, done = score + float(reward), length + 1, terminated or truncated
+        if writer is not None:
+            write_frame(obs, game, score)
+        scores.append(score)
+        if verbose:
+            print(f"game {game}: score {score:g} ({length} agent steps)", flush=True)
+    env.close()
+    if writer is not None:
+        writer.release()
+    return scores
+
+
+def replay_env(env_id: str, seed: int, repeat_action_probability: float):
+    """One game as the agent sees it in training, but whole: no life loss, no reward clipping, colour frames
+    for the video."""
+    return wrappers.make_env(env_id, seed, episodic_life=False, clip_reward=False, render_mode="rgb_array",
+                             repeat_action_probability=repeat_action_probability)
+
+
+def random_act(num_actions: int) -> Callable[[np.ndarray], np.ndarray]:
+    """A uniformly random policy (draws from NumPy's global stream, which the caller seeds)."""
+    return lambda obs: np.random.randint(num_actions, size=len(obs))
+
+
+def replay(args: RunArgs, proc: Process, algo: str, network: Callable[[int], torch.nn.Module],
+           make_act: Callable[[torch.nn.Module], Callable[[np.ndarray], np.ndarray]]) -> None:
+    """--run: play whole games with a saved model (or `random`), print each raw score and mean +- std, and
+    write the games to videos/<model name>.mp4.
+
+    `network(num_actions)` builds the script's network for the saved weights, `make_act(net)` its acting
+    rule. Preprocessing is the training one, without life loss or reward clipping, so a game is a whole
+    game and the score is the game's.
+    """
+    import ale_py
+
+    ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Error)  # no emulator banner before a one-line error
+    if args.run == "random":
+        env_id, name = args.env_id, f"random_{wrappers.resolve_game(args.env_id)}"
+        env = replay_env(env_id, args.seed, args.repeat_action_probability)
+        act = random_act(env.action_space.n)
+    else:
+        saved = load_file(args.run, "model file", algo, proc.device)
+        env_id, name = saved["env_id"], os.path.splitext(os.path.basename(args.run))[0]
+        if given_on_command_line("env_id") and wrappers.resolve_game(args.env_id) != wrappers.resolve_game(env_id):
+            fail(f"model '{args.run}' was trained on {env_id}, not {args.env_id}; drop --env-id or pick its model")
+        try:
+            env = replay_env(env_id, args.seed, args.repeat_action_probability)
+        except wrappers.EnvIdError as e:
+            fail(f"model '{args.run}': {e}")
+        if env.action_space.n != saved["num_actions"]:
+            fail(f"model '{args.run}' has {saved['num_actions']} actions but {env_id} has {env.action_space.n}")
+        net = network(saved["num_actions"]).to(proc.device)
+        try:
+            net.load_state_dict(saved["model"])
+        except RuntimeError:
+            fail(f"model '{args.run}' does not fit the network of {algo}_atari.py (different layer shapes)")
+        net.eval()
+        act = make_act(net)
+    video_path = None
+    if args.video:
+        os.makedirs("videos", exist_ok=True)
+        video_path = os.path.join("videos", name + ".mp4")
+    scores = play(env, act, args.run_episodes, video_path)
+    env.close()
+    print(f"mean {np.mean(scores):.2f} +- {np.std(scores):.2f} (std) over {len(scores)} games of {env_id}")
+    if video_path is not None:
+        print(f"video: {video_path}")

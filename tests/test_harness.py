@@ -1,0 +1,339 @@
+"""Tests of harness.py, the run around every algorithm: settings and their checks, files, random streams,
+evaluation, --run random, a NaN loss, torchrun across two launchers, and the log schema of every script."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import harness  # noqa: E402
+import ppo_atari  # noqa: E402
+
+PPO = os.path.join(ROOT, "ppo_atari.py")
+# Two updates of 2 envs x 16 steps, one epoch of 2 minibatches, no evaluation: every code path, in seconds.
+TINY = ["--num-envs", "2", "--num-steps", "16", "--num-minibatches", "2", "--update-epochs", "1",
+        "--total-timesteps", "64", "--no-progress", "--torch-threads", "1", "--env-threads", "1",
+        "--eval-episodes", "0"]
+# Each script for 640 agent steps on 2 envs (DQN: 1), long enough for random Breakout games (125-230 agent
+# steps each) to end, so that every tag has something to say.
+SCHEMA_RUNS = {
+    "ppo_atari.py": [*TINY, "--total-timesteps", "640"],
+    "dqn_atari.py": ["--total-timesteps", "640", "--buffer-size", "1000", "--learning-starts", "100",
+                     "--no-progress", "--torch-threads", "1", "--env-threads", "1"],
+    "a2c_atari.py": ["--num-envs", "2", "--num-steps", "5", "--total-timesteps", "640", "--no-progress",
+                     "--torch-threads", "1", "--env-threads", "1"],
+}
+
+
+def run(argv, cwd, script=PPO, check=True, env=None, timeout=300):
+    result = subprocess.run([sys.executable, script, *argv], cwd=cwd, capture_output=True, text=True,
+                            timeout=timeout, env=env)
+    if check:
+        assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def scalars(run_dir, tag: str) -> list[tuple[int, float]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0}).Reload()
+    return [(e.step, e.value) for e in events.Scalars(tag)] if tag in events.Tags()["scalars"] else []
+
+
+def tags(run_dir) -> set[str]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    return set(EventAccumulator(str(run_dir), size_guidance={"scalars": 0}).Reload().Tags()["scalars"])
+
+
+# --- settings -------------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class Settings:
+    lr: float | None = 1.0
+    gamma: float = 0.5
+    steps: int = 1
+    sticky: float = 0.0
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"lr": float("nan")}, "--lr must be a finite number above 0, got nan"),
+    ({"lr": -1.0}, "--lr must be a finite number above 0, got -1.0"),
+    ({"lr": float("inf")}, "--lr must be a finite number above 0, got inf"),
+    ({"gamma": 2.0}, "--gamma must be in [0, 1], got 2.0"),
+    ({"gamma": float("nan")}, "--gamma must be in [0, 1], got nan"),
+    ({"steps": 0}, "--steps must be at least 1, got 0"),
+    ({"sticky": 1.0}, "--sticky must be in [0, 1), got 1.0"),
+])
+def test_check_range_names_the_flag_and_the_range(changes, message, capsys):
+    with pytest.raises(SystemExit) as stop:
+        harness.check_range(Settings(**changes), positive=("lr",), unit_interval=("gamma",), at_least_one=("steps",),
+                            probability=("sticky",))
+    assert stop.value.code == 2
+    assert capsys.readouterr().err == f"error: {message}\n"
+
+
+def test_check_range_passes_good_values_and_skips_none():
+    harness.check_range(Settings(lr=None, gamma=1.0), positive=("lr",), unit_interval=("gamma",),
+                        at_least_one=("steps",), probability=("sticky",))
+
+
+def test_resume_takes_only_the_resumable_flags_from_the_command_line(tmp_path, monkeypatch):
+    saved = dict(dataclasses.asdict(ppo_atari.Args(learning_rate=1e-3, total_timesteps=100, bf16=False)),
+                 retired_setting=3)  # a setting an older version had
+    del saved["eval_every"]  # a setting an older version lacked
+    torch.save(dict(harness.model_file(ppo_atari.Args(), "ppo", ppo_atari.Agent(4), 4), args=saved),
+               tmp_path / "checkpoint.pt")
+    monkeypatch.setattr(sys, "argv", ["ppo_atari.py", "--resume", str(tmp_path), "--learning-rate", "5",
+                                      "--total-timesteps", "200", "--bf16", "--eval-every", "7"])
+    args, checkpoint = harness.parse(ppo_atari.Args, algo="ppo")
+    assert args.learning_rate == 1e-3  # what is learned comes from the checkpoint
+    assert (args.total_timesteps, args.bf16, args.eval_every) == (200, True, 7)  # how long and how fast: typed
+    assert checkpoint["algo"] == "ppo"
+
+
+def written(path, data):
+    """Write `data` (bytes, or a dict for torch.save) to `path` and return the path."""
+    if isinstance(data, bytes):
+        path.write_bytes(data)
+    else:
+        torch.save(data, path)
+    return path
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda d: d / "missing.pt", "does not exist"),
+    (lambda d: written(d / "junk.pt", b"junk"), "cannot read"),
+    (lambda d: written(d / "q.pt", {"format": 1, "model": {}, "algo": "dqn"}), "use dqn_atari.py"),
+    (lambda d: written(d / "old.pt", {"format": 0, "model": {}}), "no format-1"),
+])
+def test_load_file_refuses_in_one_line(tmp_path, capsys, make, message):
+    with pytest.raises(SystemExit) as stop:
+        harness.load_file(str(make(tmp_path)), "model file", "ppo")
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ") and message in err
+
+
+def test_model_file_loads_without_running_code(tmp_path):
+    data = harness.model_file(ppo_atari.Args(), "ppo", ppo_atari.Agent(4), 4)
+    torch.save(data, tmp_path / "a.model")
+    loaded = torch.load(tmp_path / "a.model", weights_only=True)  # plain types only: no code can run on load
+    assert loaded["algo"] == "ppo" and loaded["num_actions"] == 4 and loaded["format"] == harness.MODEL_FORMAT
+
+
+def test_save_atomic_into_an_unwritable_place_is_one_line_and_keeps_the_old_file(tmp_path, capsys):
+    path = tmp_path / "checkpoint.pt"
+    torch.save({"old": 1}, path)
+    os.chmod(tmp_path, 0o500)
+    try:
+        if os.access(tmp_path, os.W_OK):
+            pytest.skip("running as a user who can write anywhere (root)")
+        with pytest.raises(SystemExit):
+            harness.save_atomic({"new": 2}, str(path))
+    finally:
+        os.chmod(tmp_path, 0o700)
+    assert torch.load(path) == {"old": 1}
+    assert capsys.readouterr().err.startswith("error: cannot write")
+
+
+def test_save_atomic_on_a_full_disk_keeps_the_old_file(tmp_path, monkeypatch, capsys):
+    path = tmp_path / "checkpoint.pt"
+    torch.save({"old": 1}, path)
+
+    def full_disk(obj, target):
+        with open(target, "wb") as f:
+            f.write(b"half")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(SystemExit) as stop:
+        harness.save_atomic({"new": 2}, str(path))
+    monkeypatch.undo()
+    assert stop.value.code == 2
+    assert torch.load(path) == {"old": 1} and not (tmp_path / "checkpoint.pt.tmp").exists()
+    assert "No space left on device" in capsys.readouterr().err
+
+
+def test_isolated_rng_leaves_every_stream_where_it_was():
+    random.seed(3), np.random.seed(3), torch.manual_seed(3)
+    expected = (random.random(), np.random.rand(), torch.rand(1).item())
+    random.seed(3), np.random.seed(3), torch.manual_seed(3)
+    with harness.isolated_rng(99):
+        inside = (random.random(), np.random.rand(), torch.rand(1).item())
+    assert (random.random(), np.random.rand(), torch.rand(1).item()) == expected
+    with harness.isolated_rng(99):
+        assert (random.random(), np.random.rand(), torch.rand(1).item()) == inside  # seeded: repeatable
+
+
+def test_importing_a_script_changes_nothing_in_the_process():
+    code = "import os, signal; import ppo_atari; print(os.environ.get('OMP_WAIT_POLICY'), signal.getsignal(signal.SIGINT))"
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, env=env).stdout
+    assert out.split()[0] == "None" and "default_int_handler" in out
+
+
+def test_a_running_script_sets_the_passive_openmp_policy(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    process = subprocess.Popen([sys.executable, PPO, *TINY, "--total-timesteps", str(10**9), "--runs-dir", "out",
+                                "--run-name", "p"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (tmp_path / "out" / "p").exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        with open(f"/proc/{process.pid}/environ", "rb") as f:
+            environ = f.read().split(b"\0")
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.communicate(timeout=120)
+    assert b"OMP_WAIT_POLICY=PASSIVE" in environ
+
+
+# --- bad input common to every script ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("argv, message", [
+    (["--total-timesteps", "0"], "--total-timesteps must be at least 1"),
+    (["--repeat-action-probability", "1.5"], "--repeat-action-probability must be in [0, 1)"),
+    (["--eval-episodes", "-1"], "--eval-episodes must be a finite number of at least 0"),
+    (["--eval-every", "0"], "--eval-every must be at least 1"),
+    (["--runs-dir", "a_file/runs"], "is a file"),
+    (["--runs-dir", "a_file"], "is a file"),
+])
+def test_bad_shared_settings_end_in_one_line_before_anything_starts(tmp_path, argv, message):
+    (tmp_path / "a_file").write_text("not a directory")
+    result = run([*TINY, *argv], cwd=tmp_path, check=False)
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]
+
+
+# --- a loss that is no longer finite ------------------------------------------------------------------------------
+
+def test_a_nan_loss_stops_training_and_keeps_the_last_checkpoint(tmp_path):
+    # ppo_loss returns NaN from its third call on: the second update (agent steps 33-64) goes bad after the
+    # checkpoint at agent step 32 was written.
+    code = (
+        "import sys, ppo_atari\n"
+        "real, calls = ppo_atari.ppo_loss, [0]\n"
+        "def poisoned(*a, **k):\n"
+        "    calls[0] += 1\n"
+        "    loss, stats = real(*a, **k)\n"
+        "    return (loss * float('nan') if calls[0] > 2 else loss), stats\n"
+        "ppo_atari.ppo_loss = poisoned\n"
+        f"sys.argv = ['ppo_atari.py', *{TINY!r}, '--save-model', '--checkpoint-every', '32', '--runs-dir', 'out',"
+        " '--run-name', 'n']\n"
+        "ppo_atari.main()\n")
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                            env=dict(os.environ, PYTHONPATH=ROOT))
+    assert result.returncode == 1, result.stderr[-3000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert lines[0].startswith("error: the loss is nan at agent step 64: training stopped")
+    assert "agent step 32) is unchanged" in lines[0]
+    checkpoint = torch.load(tmp_path / "out" / "n" / "checkpoint.pt", weights_only=True)
+    assert checkpoint["global_step"] == 32
+    assert all(torch.isfinite(v).all() for v in checkpoint["model"].values())
+    assert not (tmp_path / "out" / "n" / "ppo_atari.model").exists()
+
+
+# --- evaluation ------------------------------------------------------------------------------------------------
+
+def test_evaluation_logs_whole_games_on_schedule_and_changes_nothing_learned(tmp_path):
+    run([*TINY, "--runs-dir", "out", "--run-name", "plain"], cwd=tmp_path)
+    run([*TINY, "--eval-every", "32", "--eval-episodes", "2", "--eval-video", "--runs-dir", "out", "--run-name", "e"],
+        cwd=tmp_path)
+    evals = scalars(tmp_path / "out" / "e", "eval/episodic_return")
+    assert [step for step, _ in evals] == [32, 32, 64, 64]  # every --eval-every steps; the end is step 64 too
+    assert all(score >= 0 and score == int(score) for _, score in evals)  # raw Breakout scores of whole games
+    assert scalars(tmp_path / "out" / "plain", "eval/episodic_return") == []
+    for tag in ("losses/policy_loss", "losses/value_loss", "losses/entropy"):
+        assert scalars(tmp_path / "out" / "e", tag) == scalars(tmp_path / "out" / "plain", tag), tag
+    videos = sorted(p.name for p in (tmp_path / "out" / "e" / "videos").iterdir())
+    assert videos == ["eval_32.mp4", "eval_64.mp4"]
+
+
+def test_evaluate_plays_the_asked_number_of_whole_games():
+    args = ppo_atari.Args(env_id="PongNoFrameskip-v4")
+    calls = []
+
+    def always_noop(obs):
+        calls.append(len(obs))
+        return np.zeros(len(obs), dtype=np.int64)
+
+    scores = harness.evaluate(args, always_noop, episodes=2, seed=5, env_threads=1)
+    # A player who never moves loses Pong 0-21: the raw score of a whole game, over every life and point.
+    assert scores == [-21.0, -21.0] and set(calls) == {2}
+
+
+# --- --run random ----------------------------------------------------------------------------------------------
+
+def test_run_random_plays_whole_games_and_writes_the_video(tmp_path):
+    result = run(["--run", "random", "--run-episodes", "2", "--env-id", "breakout"], cwd=tmp_path)
+    lines = result.stdout.splitlines()
+    games = [line for line in lines if line.startswith("game ")]
+    assert [g.split(":")[0] for g in games] == ["game 1", "game 2"]
+    scores = [float(g.split("score ")[1].split()[0]) for g in games]
+    assert f"mean {np.mean(scores):.2f} +- {np.std(scores):.2f} (std) over 2 games of breakout" in lines
+    assert (tmp_path / "videos" / "random_breakout.mp4").stat().st_size > 0
+    again = run(["--run", "random", "--run-episodes", "2", "--env-id", "breakout", "--no-video"], cwd=tmp_path)
+    assert [g for g in again.stdout.splitlines() if g.startswith("game ")] == games  # one seed, same games
+
+
+# --- torchrun across nodes ---------------------------------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_torchrun_two_nodes_with_a_c10d_rendezvous_train_one_job(tmp_path):
+    port = free_port()
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    launchers = [
+        subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
+                          "--node-rank", str(node), "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}",
+                          "--rdzv-id", "test", PPO, *TINY, "--total-timesteps", "128", "--save-model", "--runs-dir",
+                          f"node{node}", "--run-name", "job"],
+                         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for node in (0, 1)]
+    results = [p.communicate(timeout=300) for p in launchers]
+    for p, (_, err) in zip(launchers, results):
+        assert p.returncode == 0, err[-3000:]
+    # One job: 2 ranks x 2 envs x 16 steps = 64 agent steps per update; rank 0 alone writes its files.
+    written = [node for node in (0, 1) if (tmp_path / f"node{node}" / "job").exists()]
+    assert len(written) == 1
+    run_dir = tmp_path / f"node{written[0]}" / "job"
+    assert [step for step, _ in scalars(run_dir, "charts/SPS")] == [64, 128]
+    checkpoint = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    assert checkpoint["global_step"] == 128 and len(checkpoint["rng"]) == 2
+
+
+# --- the log schema -------------------------------------------------------------------------------------------
+
+COMMON_TAGS = {"charts/episodic_return", "charts/episodic_length", "charts/SPS", "charts/learning_rate",
+               "time/env", "time/inference", "time/update", "time/eval", "eval/episodic_return"}
+
+
+@pytest.mark.parametrize("script", sorted(SCHEMA_RUNS))
+def test_every_script_writes_the_common_tags(tmp_path, script):
+    run([*SCHEMA_RUNS[script], "--eval-episodes", "1", "--runs-dir", "out", "--run-name", "s"], cwd=tmp_path,
+        script=os.path.join(ROOT, script))
+    written = tags(tmp_path / "out" / "s")
+    assert COMMON_TAGS <= written, COMMON_TAGS - written
+    assert any(t.startswith("losses/") for t in written)
