@@ -1,0 +1,235 @@
+"""benchmark/report.py: summaries from TensorBoard events, the score arithmetic, the table and the page.
+
+The event files are written here with torch's SummaryWriter, as the training scripts write theirs, with
+wall times set by hand so that every duration is known."""
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "benchmark"))
+
+import report  # noqa: E402
+
+T0 = 1_800_000_000.0  # wall time of the first point, seconds since 1970
+
+
+def write_process(run_dir, index, purge_step, scalars):
+    """One process's events file, as a start (purge_step None) or a resume writes it. `scalars`: (tag, step,
+    value, wall_time) in logging order. The file is named so that it sorts after the earlier ones."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    scratch = run_dir.parent / f"writer{index}"
+    writer = SummaryWriter(str(scratch), purge_step=purge_step)
+    for tag, step, value, wall_time in scalars:
+        writer.add_scalar(tag, value, step, walltime=wall_time)
+    writer.close()
+    (written,) = scratch.glob("events.out.tfevents.*")
+    shutil.move(str(written), run_dir / f"events.out.tfevents.{1_800_000_000 + index}.host.{index}.0")
+    scratch.rmdir()
+
+
+@pytest.fixture
+def resumed_run(tmp_path):
+    """A PPO Breakout run of 120 steps, stopped after its checkpoint at step 50 and resumed from it.
+
+    Process 1 (1 s per step from T0) logged games at steps 10, 20, ..., 70 and SPS at every step 1-70,
+    then stopped; its checkpoint was at step 50, so the resume purges its steps >= 51. Process 2 starts an
+    hour later (T0 + 3600 + step) and logs games at 60, 80, ..., 120, SPS at 51-120 and three evaluation
+    games at step 120. run.json and a model file say it finished, as benchmark/run.py leaves a run."""
+    run_dir = tmp_path / "runs" / "Breakout__ppo__1"
+    run_dir.mkdir(parents=True)
+    first = [("charts/SPS", s, 100.0 + s, T0 + s) for s in range(1, 71)]
+    first += [("charts/episodic_return", s, s / 10, T0 + s) for s in range(10, 71, 10)]
+    write_process(run_dir, 0, None, sorted(first, key=lambda p: p[1]))
+    second = [("charts/SPS", s, 200.0, T0 + 3600 + s) for s in range(51, 121)]
+    second += [("charts/episodic_return", s, s / 10, T0 + 3600 + s) for s in range(60, 121, 20)]
+    second += [("eval/episodic_return", 120, v, T0 + 3600 + 121) for v in (3.0, 4.0, 8.0)]
+    write_process(run_dir, 1, 51, sorted(second, key=lambda p: p[1]))
+    (run_dir / "ppo_atari.model").write_bytes(b"")  # run.json is what tells the report; the model must exist
+    entry = {"algorithm": "ppo", "game": "Breakout", "seed": 1, "total_timesteps": 120, "flags": [], "list": "tiny",
+             "env_id": "BreakoutNoFrameskip-v4"}
+    attempts = [{"command": "python ppo_atari.py --env-id BreakoutNoFrameskip-v4 --total-timesteps 120",
+                 "commit": "abc", "exit_status": 130},
+                {"command": "python ppo_atari.py --resume runs/Breakout__ppo__1 --total-timesteps 120", "commit": "abc",
+                 "exit_status": 0}]
+    (run_dir / "run.json").write_text(json.dumps({"entry": entry, "attempts": attempts, "exit_status": 0,
+                                                  "settings": {"seed": 1, "total_timesteps": 120}}))
+    return run_dir
+
+
+def read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_extract_follows_tensorboard_purge_and_times_each_process(resumed_run, tmp_path):
+    path = report.extract(resumed_run, tmp_path / "summaries", list(report.load_reference()), [], None, False)
+    assert path.name == "Breakout__ppo__1__120.csv"
+    rows = read_csv(path)
+    assert list(rows[0]) == ["tag", "step", "wall_time", "value"]
+    returns = [(int(r["step"]), float(r["value"])) for r in rows if r["tag"] == "charts/episodic_return"]
+    # process 1's games at 60 and 70 came after its checkpoint: the resume's purge dropped them
+    assert returns == [(10, 1.0), (20, 2.0), (30, 3.0), (40, 4.0), (50, 5.0), (60, 6.0), (80, 8.0), (100, 10.0),
+                       (120, 12.0)]
+    sps = [int(r["step"]) for r in rows if r["tag"] == "charts/SPS"]
+    assert sps == list(range(1, 121))  # 120 points: fewer than the 200 kept, so all of them
+    assert [float(r["value"]) for r in rows if r["tag"] == "eval/episodic_return"] == [3.0, 4.0, 8.0]
+
+    meta = json.loads(path.with_suffix(".json").read_text())
+    assert (meta["algorithm"], meta["game"], meta["seed"], meta["total_timesteps"]) == ("ppo", "Breakout", 1, 120)
+    assert meta["agent_steps"] == 120 and meta["finished"] is True
+    assert meta["commands"][1].startswith("python ppo_atari.py --resume")
+    # segment 1: steps 1-50 over 49 s (T0+1 to T0+50); segment 2: steps 51-120 over 70 s (T0+3651 to T0+3721)
+    assert [(s["first_step"], s["last_step"]) for s in meta["segments"]] == [(0, 50), (51, 120)]
+    assert meta["wall_clock_s"] == pytest.approx(49 + 70)
+    assert meta["source"] == "Breakout__ppo__1"  # outside the repository: the name only, no machine path
+
+
+def test_sps_is_thinned_and_every_game_kept(tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    points = [("charts/SPS", s, 300.0, T0 + s) for s in range(1, 5001)]
+    points += [("charts/episodic_return", s, 1.0, T0 + s) for s in range(3, 5001, 3)]
+    write_process(run_dir, 0, None, sorted(points, key=lambda p: p[1]))
+    scalars, segments = report.read_run(run_dir)
+    meta = {"name": "x", "segments": segments}
+    rows = read_csv(report.write_summary(tmp_path / "out", meta, scalars))
+    sps = [int(r["step"]) for r in rows if r["tag"] == "charts/SPS"]
+    assert len(sps) <= report.SPS_POINTS and sps[0] == 1 and sps[-1] == 5000
+    assert sum(r["tag"] == "charts/episodic_return" for r in rows) == len(range(3, 5001, 3))
+
+
+def test_human_normalized_by_hand():
+    reference = report.load_reference()
+    assert len(reference) == 57 and reference["Breakout"] == (1.7, 30.5) and reference["Pong"] == (-20.7, 14.6)
+    assert report.human_normalized(40.2, *reference["Breakout"]) == pytest.approx((40.2 - 1.7) / 28.8)  # 1.337
+    assert report.human_normalized(-14.4, *reference["Pong"]) == pytest.approx(6.3 / 35.3)  # 0.178
+    assert report.human_normalized(1.7, 1.7, 30.5) == 0.0 and report.human_normalized(30.5, 1.7, 30.5) == 1.0
+
+
+def test_final_score_is_the_mean_of_the_last_100_games():
+    assert report.final_score(np.arange(150)) == pytest.approx(np.mean(range(50, 150)))  # 99.5
+    assert report.final_score([1.0, 2.0, 6.0]) == 3.0  # fewer than 100: all of them
+    assert np.isnan(report.final_score([]))
+
+
+def test_last_evaluation_is_the_mean_at_the_last_evaluation_step():
+    assert report.last_evaluation([100, 100, 200, 200, 200], [1, 3, 4, 5, 9]) == 6.0
+    assert report.last_evaluation([], []) is None
+
+
+def test_iqm_by_hand():
+    assert report.iqm([8, 1, 7, 2, 6, 3, 5, 4]) == 4.5  # cut 2 from each end of 1..8: mean of 3, 4, 5, 6
+    assert report.iqm([0, 10, 10, 10, 10, 10, 10, 10, 10, 1000]) == 10.0  # n 10, cut 2: the outliers go
+    assert report.iqm([0, 1, 2, 100]) == 1.5  # cut 1 each end
+    assert report.iqm([7.0]) == 7.0 and report.iqm([1.0, 3.0]) == 2.0  # n < 4 cuts nothing
+    assert report.iqm(np.array([[1, 2, 3, 4], [5, 6, 7, 80]])).tolist() == [2.5, 6.5]  # along the last axis
+
+
+def test_stratified_bootstrap_interval():
+    rng = np.random.default_rng(1)
+    few = [rng.normal(g, 1.0, size=3) for g in range(5)]  # 5 games x 3 seeds
+    low, high = report.stratified_bootstrap(few)
+    point = report.iqm(np.concatenate(few))
+    assert low < point < high
+    assert report.stratified_bootstrap(few) == (low, high)  # fixed seed: the same interval every time
+    many = [rng.normal(g, 1.0, size=30) for g in range(5)]  # 10x the seeds: a narrower interval
+    m_low, m_high = report.stratified_bootstrap(many)
+    assert m_high - m_low < high - low
+    # runs that agree, or one run per game: every resample is the data, the interval one point
+    assert report.stratified_bootstrap([np.full(3, 0.5), np.full(3, 2.0)]) == (pytest.approx(1.25),) * 2
+    assert report.stratified_bootstrap([[0.1], [0.7], [2.0]]) == (pytest.approx(2.8 / 3),) * 2  # n 3 cuts nothing
+    # resampling stays within each game: with games 0 and 100 the IQM of (2 runs of each) is always 50
+    assert report.stratified_bootstrap([[0.0, 0.0], [100.0, 100.0]]) == (50.0, 50.0)
+
+
+def test_aggregate_median_of_game_means():
+    a = report.aggregate({"Pong": [0.0, 1.0], "Breakout": [2.0, 4.0], "Qbert": [10.0, 10.0]})
+    assert (a["games"], a["runs"]) == (3, 6)
+    assert a["median"] == 3.0  # game means 0.5, 3, 10
+    assert a["iqm"] == pytest.approx(np.mean([1.0, 2.0, 4.0, 10.0]))  # sorted 0 1 2 4 10 10, cut 1 each end
+    assert a["ci"][0] <= a["iqm"] <= a["ci"][1]
+
+
+def test_names_and_budgets():
+    games = list(report.load_reference())
+    assert report.game_from_env_id("BreakoutNoFrameskip-v4", games) == "Breakout"
+    assert report.game_from_env_id("ALE/BeamRider-v5", games) == "BeamRider"
+    assert report.game_from_env_id("beam_rider", games) == "BeamRider"
+    assert [report.budget_label(n) for n in (10_000_000, 2_500_000, 64, 50_000)] == ["10M", "2.5M", "64", "50k"]
+
+
+def test_table_rows_beside_published_scores():
+    results = [dict(name=f"Breakout__ppo__{s}__10M", algorithm="ppo", game="Breakout", seed=s, budget=10_000_000,
+                    agent_steps=10_000_000, finished=True, final_score=score, games=5000, last_eval=ev,
+                    wall_clock_h=h, steps_per_s=sps)
+               for s, score, ev, h, sps in ((1, 20.0, 10.0, 2.0, 1000.0), (2, 40.0, None, 4.0, 500.0))]
+    baselines = [dict(algorithm="ppo", system="CleanRL", game="Breakout", agent_steps=10_000_000, score=414.66,
+                      protocol="last 100", source="docs"),
+                 dict(algorithm="dqn", system="CleanRL", game="Breakout", agent_steps=10_000_000, score=1.0,
+                      protocol="x", source="y")]
+    rows = report.table_rows(results, baselines, {"Breakout": (1.7, 30.5)})
+    assert rows == [
+        ["ppo", "Breakout", "10M", "this repository, seeds [1](summaries/Breakout__ppo__1__10M.json), "
+         "[2](summaries/Breakout__ppo__2__10M.json)", "30.0 ± 10.0", "10.0", "0.98", "750", "3.0 h",
+         "mean of the last 100 training games, mean ± std over 2 seeds, NoFrameskip-v4, no sticky actions"],
+        ["ppo", "Breakout", "10M", "CleanRL", "414.7", "-", "14.34", "-", "-", "last 100 (docs)"],
+    ]  # HNS (30 - 1.7) / 28.8 = 0.98; (414.66 - 1.7) / 28.8 = 14.34; the DQN row is another algorithm's
+    aggregate = report.aggregate_rows(results, {"Breakout": (1.7, 30.5)})
+    assert aggregate[0][:4] == ["ppo", "10M", "1", "2"]
+    assert aggregate[0][5] == "0.98"
+
+
+def test_published_baselines_resolve_same_protocol():
+    rows = report.load_baselines()
+    pong = next(r for r in rows if r["system"] == "CleanRL ppo_atari.py" and r["game"] == "Pong")
+    assert pong["protocol"].startswith("mean of last 100 training episodes") and pong["agent_steps"] == 10_000_000
+    assert all(r["protocol"] != "same" for r in rows)
+
+
+def test_page_from_summaries_alone_keeps_the_hand_written_block(resumed_run, tmp_path):
+    summaries, figures, readme = tmp_path / "summaries", tmp_path / "figures", tmp_path / "README.md"
+    assert report.main(["--extract", str(resumed_run.parent), "--summaries", str(summaries)]) == 0  # a runs root
+    shutil.rmtree(resumed_run.parent)  # from here on, the summaries alone
+    args = ["--summaries", str(summaries), "--figures", str(figures), "--readme", str(readme)]
+    assert report.main(args) == 0
+    page = readme.read_text()
+    assert (figures / "curves_steps.png").stat().st_size > 0 and (figures / "curves_hours.png").stat().st_size > 0
+    # score: the mean of the 9 games left (fewer than 100), 51 / 9 = 5.67; evaluation (3 + 4 + 8) / 3 = 5;
+    # HNS (5.67 - 1.7) / 28.8 = 0.14; 120 agent steps in 49 + 70 s of training: 1 step/s
+    assert ("| ppo | Breakout | 120 | this repository, seed [1](summaries/Breakout__ppo__1__120.json) "
+            "| 5.7 | 5.0 | 0.14 | 1 | 0.0 h |") in page
+    assert "python ppo_atari.py --resume runs/Breakout__ppo__1 --total-timesteps 120" in page
+    edited = page.replace("(Hand-written: measured", "We measured 1,234 agent steps/s.\n(Hand-written: measured")
+    readme.write_text(edited)
+    assert report.main(args) == 0
+    assert readme.read_text() == edited  # regenerating changes nothing else, and keeps the hand-written lines
+    readme.write_text("# a page someone wrote by hand\n")
+    assert report.main(args) == 2  # no markers: refused, not overwritten
+    assert readme.read_text() == "# a page someone wrote by hand\n"
+
+
+def test_unfinished_runs_are_left_out_unless_asked(resumed_run, tmp_path):
+    (resumed_run / "ppo_atari.model").unlink()
+    assert report.extract(resumed_run, tmp_path / "s", [], [], None, False) is None
+    path = report.extract(resumed_run, tmp_path / "s", [], [], None, True)
+    assert json.loads(path.with_suffix(".json").read_text())["finished"] is False
+
+
+def test_mistakes_end_in_one_line_and_exit_2(tmp_path):
+    result = subprocess.run([sys.executable, "benchmark/report.py", "--extract", str(tmp_path / "missing")],
+                            cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: run directory")
+    result = subprocess.run([sys.executable, "benchmark/report.py", "--summaries", str(tmp_path)], cwd=ROOT,
+                            capture_output=True, text=True)
+    assert result.returncode == 2 and result.stderr.startswith("error: no summaries")
+    assert "Traceback" not in result.stderr
