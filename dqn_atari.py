@@ -1,4 +1,4 @@
-"""DQN on Atari: Nature DQN with a replay memory that fits in RAM, resumes and replays, in one file.
+"""DQN on Atari: Nature DQN with a replay memory that fits in RAM, in one file that reads as the algorithm.
 
 Algorithm: Deep Q-Networks (Mnih et al. 2015, "Human-level control through deep reinforcement learning",
 Nature 518; the arXiv precursor is 1312.5602): the Nature CNN regresses Q(s, a) on the one-step TD target
@@ -24,11 +24,13 @@ Deliberate differences from CleanRL's file:
     (the 108,000-frame cap) bootstraps from the game's last observation. (CleanRL's buffer, SB3's with
     optimize_memory_usage, reads s' from the next slot, which after a truncation holds the next game's start.)
   - Speed on CPU: uint8 frames until the network divides them by 255, no Q-values computed when every
-    env explores, batch gathering into preallocated arrays, channels-last memory, torch's fused Adam,
-    subnormal floats flushed to zero, and bf16 where the hardware has it (each a flag).
-  - `--save-model` writes atomic checkpoints (`--save-replay` adds the replay memory), `--resume RUN_DIR`
-    continues a run, `--run MODEL` replays a saved model with a video, and training ends with an
-    evaluation of `--eval-episodes` games.
+    env explores (`--lazy-greedy`), batch gathering into preallocated arrays, and the speed flags of
+    `harness.RunArgs` (channels-last, fused Adam, flushed denormals, bf16 where the hardware has it) on
+    by default.
+  - The run around the algorithm is `harness.py`: checkpoints and `--resume` (`--save-replay` adds the
+    replay memory), Ctrl-C, evaluation every `--eval-every` agent steps, and `--run MODEL` (or `--run
+    random`) with a video; evaluation and `--run` act epsilon-greedily with `--eval-epsilon`. DQN learns
+    in one process: it does not run under torchrun.
 
 Usage:
     python dqn_atari.py                                   # Breakout, 10M agent steps, CleanRL's settings
@@ -41,35 +43,17 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import random
-import signal
 import sys
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-import tyro
 
+import harness
 import wrappers
-
-
-def native_bf16() -> bool:
-    """Whether bf16 matrix units exist here: a CUDA GPU with bf16, or a CPU with AVX512-BF16 or AMX.
-
-    Without them torch emulates bf16 and a training step gets slower, so `--bf16` defaults to this answer.
-    """
-    if torch.cuda.is_available():
-        return torch.cuda.is_bf16_supported()
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = f.read()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 # The values that differ between the two presets. Every one of them is also a flag of `Args` whose default
@@ -86,39 +70,8 @@ PRESETS = {
 
 
 @dataclass
-class Args:
-    exp_name: str = os.path.basename(__file__)[: -len(".py")]
-    """the name of this experiment (part of the run name and of the model file name)"""
-    seed: int = 1
-    """seed of Python, NumPy, torch and the envs (env i gets seed + i)"""
-    torch_deterministic: bool = True
-    """if toggled, `torch.backends.cudnn.deterministic=True`"""
-    cuda: bool = True
-    """if toggled, use CUDA when it is available"""
-    run_name: str | None = None
-    """directory name under --runs-dir; default `{env_id}__{exp_name}__{seed}__{unix time}`"""
-    runs_dir: str = "runs"
-    """parent directory of the run directories (TensorBoard events, checkpoint.pt, the model file)"""
-
-    env_id: str = "BreakoutNoFrameskip-v4"
-    """the game (`BreakoutNoFrameskip-v4`, `ALE/Breakout-v5` or `breakout`); with --run, the model's game"""
-    total_timesteps: int = 10_000_000
-    """agent steps of the whole job, summed over all envs (1 agent step = 4 frames)"""
-    num_envs: int = 1
-    """parallel game environments; each has its own ring in the replay memory (CleanRL: 1)"""
-    env_backend: str = "native"
-    """`native` (ale-py's C++ vector env), `sync` or `async` (gymnasium vector envs); see wrappers.py"""
-    env_threads: int = 0
-    """emulator threads of the native backend (0: one per env, at most the cores of this process)"""
-    torch_threads: int | None = None
-    """torch intra-op threads (None: the cores available to this process); where other busy processes share
-    those cores, 1 can be several times faster (benchmark/results/dqn_speed.txt)"""
-    flush_denormal: bool = True
-    """treat subnormal floats (below 1.2e-38) as zero on CPU (torch.set_flush_denormal): after many updates
-    much of Adam's moment estimates decays into that range, where x86 arithmetic is many times slower (49%
-    of them in a DQN run at 365k steps: an Adam step 13.2 ms instead of 2.1; benchmark/denormal_speed.py)"""
-    repeat_action_probability: float = 0.0
-    """sticky actions (Machado et al. 2018): 0 as in Mnih et al. 2015 and CleanRL, 0.25 as in Dopamine"""
+class Args(harness.RunArgs):
+    """DQN's settings; the run's (game, steps, envs, files, evaluation, speed) are in harness.RunArgs."""
 
     preset: Literal["cleanrl", "nature"] = "cleanrl"
     """defaults for the flags below that say "None: the preset's": `cleanrl` (CleanRL's dqn_atari.py) or
@@ -158,48 +111,19 @@ class Args:
     rmsprop_eps: float = 0.00316
     """RMSProp epsilon; torch adds it after the square root, TensorFlow (Dopamine: 1e-5) before it, and
     sqrt(1e-5) = 0.00316 gives the same floor where the gradient variance is small"""
-
-    channels_last: bool = True
-    """NHWC memory format for the convolutions: oneDNN's fast path on CPU; with --fused-adam an update at
-    batch 32 took 38.6 instead of 57.5 ms here (benchmark/results/dqn_speed.txt)"""
-    bf16: bool = field(default_factory=native_bf16)
-    """bf16 autocast for the network (default on only where the hardware computes bf16 natively)"""
-    fused_adam: bool = True
-    """torch's fused Adam kernel (with --optimizer adam; RMSProp has none): the same update in one pass over
-    the parameters instead of a dozen small ops, results may differ in the last bits; at batch 32 the
-    loop's Adam was a quarter of an update here (benchmark/results/dqn_speed.txt)"""
     lazy_greedy: bool = True
-    """compute Q-values only when some env acts greedily this step (no effect on results, only on speed)"""
-    inference_threads: int | None = None
-    """torch threads for acting with a batch of num_envs observations (None: torch_threads). Measured on
-    the 2-core machine (benchmark/results/dqn_speed.txt): a batch-1 forward takes 0.96 ms on 2 threads and
-    1.31 ms on 1, and whole runs were faster with None than with 1; on cores that other processes keep
-    busy, 1 thread can be faster"""
-
-    save_model: bool = False
-    """save the model at the end and a checkpoint every --checkpoint-every agent steps"""
-    checkpoint_every: int = 500_000
-    """agent steps between checkpoints (with --save-model); runs/<run_name>/checkpoint.pt is overwritten"""
+    """compute Q-values only when some env acts greedily this step (no effect on results, only on speed;
+    --resume takes it from the command line when given there)"""
     save_replay: bool = False
-    """with --save-model: write the replay memory beside each checkpoint (runs/<run_name>/replay.npz,
-    7,064 bytes per transition held, 7.1 GB at 1M), so that --resume continues with it"""
-    resume: str | None = None
-    """a run directory to continue from its checkpoint.pt (and replay.npz, when saved); settings come from
-    the checkpoint, except --total-timesteps (to extend the run) and the speed flags (SPEED_FLAGS) when given"""
-    eval_episodes: int = 10
-    """whole games played with epsilon --eval-epsilon at the end of training, logged as eval/episodic_return
-    (0: none)"""
+    """with --save-model: write the replay memory beside each checkpoint (<run dir>/replay.npz, 7,064 bytes
+    per transition held, 7.1 GB at 1M), so that --resume continues with it instead of refilling it"""
     eval_epsilon: float = 0.05
-    """exploration epsilon of the final evaluation and of --run (Mnih et al. 2015; Dopamine's newer
-    configs use 0.001)"""
-    run: str | None = None
-    """a model file to replay instead of training: play --run-episodes games, print their scores"""
-    run_episodes: int = 10
-    """with --run: whole games to play"""
-    video: bool = True
-    """with --run: write the games to videos/<model name>.mp4 (colour screen | the agent's 84x84 input)"""
-    progress: bool = True
-    """show a progress bar on stderr (steps, steps/s, time left, recent score)"""
+    """exploration epsilon of the evaluations and of --run (Mnih et al. 2015; Dopamine's newer configs use
+    0.001): a purely greedy agent can loop forever in a state it never learned to leave (Breakout, waiting
+    to serve)"""
+
+    num_envs: int = 1
+    """parallel game environments; each has its own ring in the replay memory (CleanRL: 1)"""
 
 
 @dataclass(frozen=True)
@@ -232,7 +156,7 @@ class QNetwork(nn.Module):
 
     def __init__(self, num_actions: int, channels_last: bool = False):
         super().__init__()
-        self.channels_last = channels_last
+        self.num_actions, self.channels_last = num_actions, channels_last
         self.network = nn.Sequential(
             nn.Conv2d(4, 32, 8, stride=4),
             nn.ReLU(),
@@ -250,9 +174,9 @@ class QNetwork(nn.Module):
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         """Q-values (N, num_actions), float32 even under autocast."""
-        x = obs.float() / 255.0
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+        if self.channels_last:  # reorder the uint8 frames, 4x cheaper than reordering floats
+            obs = obs.contiguous(memory_format=torch.channels_last)
+        x = obs.float().mul_(1.0 / 255.0)  # .float() keeps the memory format; in place saves a pass
         return self.network(x).float()
 
 
@@ -424,64 +348,6 @@ class ReplayMemory:
         self.cursor, self.frames_added = cursor, frames_added
 
 
-def fail(msg: str) -> None:
-    """End the process on a user's mistake: one line on stderr, exit status 2, no traceback."""
-    print(f"error: {msg}", file=sys.stderr)
-    sys.exit(2)
-
-
-class StopRequest:
-    """Ctrl-C (SIGINT) or SIGTERM (`kill`, Slurm at its time limit) during training asks the loop to stop
-    at the end of its current iteration; the run then saves a checkpoint (with --save-model) that --resume
-    continues. A second signal, or one after the loop, stops at once; the files already written stay."""
-
-    def __init__(self) -> None:
-        self.signal: int | None = None
-        self.since = 0.0  # time.monotonic() of the first signal
-        self.loop_done = False  # set after the training loop: nothing is left to stop gracefully
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(signum, self._handle)
-
-    def _handle(self, signum: int, frame) -> None:
-        # A launcher may pass on the signal the process also got from the terminal (torchrun does): a
-        # repeat within a second is the same request.
-        if self.loop_done or (self.signal is not None and time.monotonic() - self.since > 1.0):
-            print(f"\n{signal.Signals(signum).name}: stopping now", file=sys.stderr)
-            sys.exit(128 + signum)
-        if self.signal is not None:
-            return
-        self.signal, self.since = signum, time.monotonic()
-        print(f"\n{signal.Signals(signum).name}: stopping after this iteration of the training loop "
-              f"(send it again to stop at once)", file=sys.stderr)
-
-    def report(self, global_step: int, checkpoint_dir: str | None, quiet: bool = False) -> None:
-        """Say (unless quiet) where the run stopped and how to go on, then exit with 128 + the signal's number."""
-        saved = (f"checkpoint saved; continue with --resume {checkpoint_dir}" if checkpoint_dir is not None
-                 else "nothing saved (train with --save-model to keep checkpoints)")
-        if not quiet:
-            print(f"stopped by {signal.Signals(self.signal).name} at agent step {global_step}: {saved}",
-                  file=sys.stderr)
-        sys.exit(128 + self.signal)
-
-
-def given_on_command_line(flag: str) -> bool:
-    """Whether `--flag` (or `--flag=...`, `--no-flag`, in either spelling) was typed, as opposed to defaulted."""
-    spellings = {f"--{prefix}{name}" for prefix in ("", "no-", "no_") for name in (flag, flag.replace("-", "_"))}
-    return any(a.split("=", 1)[0] in spellings for a in sys.argv[1:])
-
-
-# Settings that change how fast a run goes, not what it computes: --resume takes them from the command line
-# when given there (a run may continue on another machine), and every other setting from the checkpoint.
-SPEED_FLAGS = ("cuda", "env_backend", "env_threads", "torch_threads", "inference_threads", "channels_last", "bf16",
-               "fused_adam", "flush_denormal", "lazy_greedy")
-
-
-def save_atomic(obj: dict, path: str) -> None:
-    """torch.save to path + ".tmp", then rename: a crash never leaves a half-written file behind."""
-    torch.save(obj, path + ".tmp")
-    os.replace(path + ".tmp", path)
-
-
 def save_replay_atomic(memory: ReplayMemory, global_step: int, path: str) -> None:
     """np.savez (uncompressed, no pickles) to path + ".tmp", then rename."""
     with open(path + ".tmp", "wb") as f:
@@ -489,56 +355,21 @@ def save_replay_atomic(memory: ReplayMemory, global_step: int, path: str) -> Non
     os.replace(path + ".tmp", path)
 
 
-def load_file(path: str, what: str, device: torch.device) -> dict:
-    """torch.load a model or checkpoint file written by this script, or fail with one line."""
+def load_replay(memory: ReplayMemory, path: str, global_step: int) -> bool:
+    """Restore the memory saved beside the checkpoint of `global_step`; False when there is none (a warning
+    when there is one that cannot be used: another step's, or a damaged file), and the memory must refill."""
     if not os.path.isfile(path):
-        fail(f"{what} '{path}' does not exist")
+        return False
     try:
-        data = torch.load(path, map_location=device, weights_only=True)
-    except Exception as e:  # a truncated or foreign file raises any of pickle's, zip's or torch's errors
-        fail(f"cannot read {what} '{path}': not a file saved by dqn_atari.py ({type(e).__name__})")
-    if not isinstance(data, dict) or data.get("format") != 1 or "model" not in data:
-        fail(f"{what} '{path}' is not a model file of this project (no format-1 'model' entry)")
-    if data.get("algo") != "dqn":
-        fail(f"{what} '{path}' holds a '{data.get('algo')}' model; replay it with {data.get('algo')}_atari.py")
-    return data
-
-
-def rng_states() -> dict:
-    """Python, NumPy and torch random states as plain types and tensors (loadable with weights_only)."""
-    name, key, pos, has_gauss, cached = np.random.get_state()
-    return {
-        "python": random.getstate(),
-        "numpy": [name, key.tolist(), pos, has_gauss, cached],
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-    }
-
-
-def set_rng_states(states: dict) -> None:
-    version, internal, gauss = states["python"]
-    random.setstate((version, tuple(internal), gauss))
-    name, key, pos, has_gauss, cached = states["numpy"]
-    np.random.set_state((name, np.array(key, dtype=np.uint32), pos, has_gauss, cached))
-    torch.set_rng_state(states["torch"].cpu())
-    if states["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.cpu() for s in states["cuda"]])
-
-
-def model_file(args: Args, q_network: QNetwork, num_actions: int) -> dict:
-    """The contract's model file: enough to replay the agent and to know what it was trained on."""
-    return {
-        "format": 1,
-        "algo": "dqn",
-        "env_id": args.env_id,
-        "num_actions": int(num_actions),
-        "model": {k: v.detach().cpu() for k, v in q_network.state_dict().items()},
-        "args": dataclasses.asdict(args),
-    }
-
-
-def settings_table(settings: dict) -> str:
-    return "|setting|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in settings.items())
+        with np.load(path, allow_pickle=False) as state:
+            if int(state["global_step"]) != global_step:
+                raise ValueError(f"it is from step {int(state['global_step'])}, the checkpoint from {global_step}")
+            memory.load_state(state)
+        return True
+    except (OSError, ValueError, KeyError) as e:
+        print(f"warning: not using the replay memory '{path}' ({e}); refilling it for --learning-starts agent "
+              f"steps", file=sys.stderr)
+        return False
 
 
 def epsilon_greedy(q_network: QNetwork, obs: np.ndarray, epsilon: float, num_actions: int, device: torch.device,
@@ -557,172 +388,43 @@ def epsilon_greedy(q_network: QNetwork, obs: np.ndarray, epsilon: float, num_act
     return np.where(explore, actions, greedy)
 
 
-def evaluate(args: Args, q_network: QNetwork, num_actions: int, device: torch.device, autocast) -> list[float]:
-    """Raw scores of args.eval_episodes whole games played epsilon-greedily with args.eval_epsilon.
-
-    The games run on up to 8 envs of the training preprocessing, seeded after the training envs; each env
-    plays a fixed share of the games, so short games are not over-represented.
-    """
-    num_envs = min(args.eval_episodes, 8)
-    quota = np.array([args.eval_episodes // num_envs + (i < args.eval_episodes % num_envs) for i in range(num_envs)])
-    envs = wrappers.make_vector_env(args.env_id, num_envs, backend=args.env_backend,
-                                    repeat_action_probability=args.repeat_action_probability)
-    obs, _ = envs.reset(seed=args.seed + args.num_envs)
-    played, scores = np.zeros(num_envs, dtype=int), []
-    q_network.eval()
-    while (played < quota).any():
-        actions = epsilon_greedy(q_network, obs, args.eval_epsilon, num_actions, device, autocast)
-        obs, _, _, _, info = envs.step(actions)
-        if "_episode" in info and info["_episode"].any():
-            for i in np.flatnonzero(info["_episode"]):
-                if played[i] < quota[i]:
-                    scores.append(float(info["episode"]["r"][i]))
-                    played[i] += 1
-    envs.close()
-    return scores
-
-
-def replay(args: Args, device: torch.device) -> None:
-    """--run: play whole games with a saved model, print each raw score and mean +- std, write a video.
-
-    Actions are epsilon-greedy with --eval-epsilon (0.05, Mnih et al. 2015): a purely greedy agent can
-    loop forever in a state it never learned to leave (in Breakout, waiting to serve). Preprocessing is
-    the training one (wrappers.make_env), without life loss or reward clipping, so a game is a whole game
-    and the score is the game's.
-    """
-    import cv2
-
-    saved = load_file(args.run, "model file", device)
-    env_id = saved["env_id"]
-    if given_on_command_line("env-id") and wrappers.resolve_game(args.env_id) != wrappers.resolve_game(env_id):
-        fail(f"model '{args.run}' was trained on {env_id}, not {args.env_id}; drop --env-id or pick its model")
-    env = wrappers.make_env(env_id, args.seed, episodic_life=False, clip_reward=False, render_mode="rgb_array",
-                            repeat_action_probability=args.repeat_action_probability)
-    if env.action_space.n != saved["num_actions"]:
-        fail(f"model '{args.run}' has {saved['num_actions']} actions but {env_id} has {env.action_space.n}")
-    q_network = QNetwork(saved["num_actions"], channels_last=args.channels_last).to(device)
-    try:
-        q_network.load_state_dict(saved["model"])
-    except RuntimeError:
-        fail(f"model '{args.run}' does not fit the Nature CNN of dqn_atari.py (different layer shapes)")
-    q_network.eval()
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16)
-
-    writer = None
-    if args.video:
-        os.makedirs("videos", exist_ok=True)
-        video_path = os.path.join("videos", os.path.splitext(os.path.basename(args.run))[0] + ".mp4")
-        scale = 2  # the 160x210 screen doubled; the 84x84 input enlarged to the same height, side by side
-        height = 210 * scale
-        size = (160 * scale + height, height)
-        fps = 60 / wrappers.FRAME_SKIP  # one video frame per agent step plays at real game speed
-        writer = cv2.VideoWriter(video_path, cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
-
-    def write_frame(obs: np.ndarray, game: int, score: float) -> None:
-        screen = cv2.resize(env.render(), (160 * scale, height), interpolation=cv2.INTER_NEAREST)
-        agent_view = cv2.resize(obs[-1], (height, height), interpolation=cv2.INTER_NEAREST)
-        frame = np.concatenate([cv2.cvtColor(screen, cv2.COLOR_RGB2BGR), cv2.cvtColor(agent_view, cv2.COLOR_GRAY2BGR)], 1)
-        cv2.putText(frame, f"game {game}  score {score:g}", (6, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 255, 255), 1)
-        writer.write(frame)
-
-    scores = []
-    for game in range(1, args.run_episodes + 1):
-        obs, _ = env.reset()
-        score, length, done = 0.0, 0, False
-        while not done:
-            if writer is not None:
-                write_frame(obs, game, score)
-            action = epsilon_greedy(q_network, np.asarray(obs)[None], args.eval_epsilon, saved["num_actions"],
-                                    device, autocast)[0]
-            obs, reward, terminated, truncated, _ = env.step(action)
-            score, length, done = score + float(reward), length + 1, terminated or truncated
-        if writer is not None:
-            write_frame(obs, game, score)
-        scores.append(score)
-        print(f"game {game}: score {score:g} ({length} agent steps)", flush=True)
-    env.close()
-    print(f"mean {np.mean(scores):.2f} +- {np.std(scores):.2f} (std) over {len(scores)} games of {env_id}")
-    if writer is not None:
-        writer.release()
-        print(f"video: {video_path}")
+def evaluation_act(q_network: QNetwork, epsilon: float, proc: harness.Process):
+    """Acting outside training (evaluation, --run): epsilon-greedy with --eval-epsilon."""
+    return lambda obs: epsilon_greedy(q_network, obs, epsilon, q_network.num_actions, proc.device, proc.autocast)
 
 
 def check_args(args: Args, hp: Hyperparameters) -> None:
-    """Fail with one line on settings that cannot run."""
-    if args.num_envs < 1:
-        fail(f"--num-envs must be at least 1, got {args.num_envs}")
-    if args.total_timesteps < 1:
-        fail(f"--total-timesteps must be positive, got {args.total_timesteps}")
-    if args.batch_size < 1 or args.train_frequency < 1 or hp.target_network_frequency < 1:
-        fail("--batch-size, --train-frequency and --target-network-frequency must be at least 1")
+    """DQN's settings that cannot run end in one line (the shared ones were checked by harness.parse)."""
+    harness.check_range(args, positive=("learning_rate",),
+                        non_negative=("rmsprop_eps", "exploration_steps", "learning_starts"),
+                        unit_interval=("gamma", "start_e", "end_e", "eval_epsilon", "rmsprop_alpha"),
+                        at_least_one=("buffer_size", "batch_size", "train_frequency", "target_network_frequency"))
     if args.buffer_size // args.num_envs < 2 * wrappers.FRAME_STACK:
-        fail(f"--buffer-size {args.buffer_size} is too small for {args.num_envs} envs: give each at least "
-             f"{2 * wrappers.FRAME_STACK} transitions")
+        harness.fail(f"--buffer-size {args.buffer_size} is too small for {args.num_envs} envs: give each at least "
+                     f"{2 * wrappers.FRAME_STACK} transitions")
     if hp.learning_starts < args.batch_size:
-        fail(f"--learning-starts {hp.learning_starts} must be at least --batch-size {args.batch_size}")
-    if not 0.0 <= args.eval_epsilon <= 1.0 or not 0.0 <= hp.end_e <= 1.0 or not 0.0 <= args.start_e <= 1.0:
-        fail("epsilons (--start-e, --end-e, --eval-epsilon) must lie in [0, 1]")
-    if args.eval_episodes < 0 or args.run_episodes < 1:
-        fail("--eval-episodes must be at least 0 and --run-episodes at least 1")
-    if not 0.0 <= args.repeat_action_probability < 1.0:
-        fail(f"--repeat-action-probability must lie in [0, 1), got {args.repeat_action_probability}")
-    if args.checkpoint_every < 1:
-        fail(f"--checkpoint-every must be at least 1 agent step, got {args.checkpoint_every}")
+        harness.fail(f"--learning-starts {hp.learning_starts} must be at least --batch-size {args.batch_size}")
     if args.save_replay and not args.save_model:
-        fail("--save-replay saves the replay memory with the checkpoints: add --save-model")
-    try:
-        wrappers.resolve_game(args.env_id)
-    except wrappers.EnvIdError as e:
-        fail(str(e))
+        harness.fail("--save-replay saves the replay memory with the checkpoints: add --save-model")
 
 
 def main() -> None:
-    args = tyro.cli(Args)
-
-    use_cuda = args.cuda and torch.cuda.is_available()
-    device = torch.device("cuda" if use_cuda else "cpu")
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    torch_threads = args.torch_threads or cores
-    torch.set_num_threads(torch_threads)  # the update is CPU-bound on a CPU: use exactly our cores, no more
-    torch.set_flush_denormal(args.flush_denormal)  # subnormal floats: see Args.flush_denormal
-    torch.backends.cudnn.deterministic = args.torch_deterministic
-
-    if args.run is not None:
-        try:
-            replay(args, device)
-        except wrappers.EnvIdError as e:
-            fail(str(e))
-        return
-
-    global_step, checkpoint = 0, None
-    if args.resume is not None:
-        checkpoint = load_file(os.path.join(args.resume, "checkpoint.pt"), "checkpoint", torch.device("cpu"))
-        saved = dict(checkpoint["args"], resume=args.resume, progress=args.progress)
-        for name in ("total_timesteps",) + SPEED_FLAGS:
-            if given_on_command_line(name.replace("_", "-")):
-                saved[name] = getattr(args, name)
-        args = Args(**saved)
-        global_step = checkpoint["global_step"]
+    args, checkpoint = harness.parse(Args, algo="dqn", resumable=("lazy_greedy",))
     hp = resolve_hyperparameters(args)
     check_args(args, hp)
-    stop = StopRequest()
+    proc = harness.setup_process(args)
+    if proc.world_size > 1:
+        harness.fail("dqn_atari.py trains in one process: run it without torchrun")
+    device = proc.device
+    if args.run is not None:
+        harness.replay(args, proc, "dqn", lambda n: QNetwork(n, args.channels_last),
+                       lambda q_network: evaluation_act(q_network, args.eval_epsilon, proc))
+        return
 
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
-
-    run_name = args.run_name or f"{args.env_id.replace('/', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}"
-    run_dir = args.resume or os.path.join(args.runs_dir, run_name)
-    replay_path = os.path.join(run_dir, "replay.npz")
-
-    envs = wrappers.make_vector_env(
-        args.env_id,
-        args.num_envs,
-        backend=args.env_backend,
-        num_threads=args.env_threads or max(1, min(args.num_envs, cores)),
-        repeat_action_probability=args.repeat_action_probability,
-    )
-    num_actions = int(envs.single_action_space.n)  # a numpy integer would not load with weights_only
+    envs = wrappers.make_vector_env(args.env_id, args.num_envs, backend=args.env_backend,
+                                    num_threads=proc.env_threads,
+                                    repeat_action_probability=args.repeat_action_probability)
+    num_actions = int(envs.single_action_space.n)
     q_network = QNetwork(num_actions, channels_last=args.channels_last).to(device)
     target_network = QNetwork(num_actions, channels_last=args.channels_last).to(device)
     if hp.optimizer == "adam":
@@ -731,167 +433,81 @@ def main() -> None:
         optimizer = torch.optim.RMSprop(q_network.parameters(), lr=hp.learning_rate, alpha=args.rmsprop_alpha,
                                         eps=args.rmsprop_eps, centered=True)
     memory = ReplayMemory(args.buffer_size, args.num_envs)
-    learning_begins = hp.learning_starts  # in global agent steps
-    if checkpoint is not None:
-        q_network.load_state_dict(checkpoint["model"])
-        target_network.load_state_dict(checkpoint["target_model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        if hp.optimizer == "adam":
-            optimizer.param_groups[0]["fused"] = args.fused_adam or None  # loading restores the saved choice
-        set_rng_states(checkpoint["rng"])
-        learning_begins = global_step + hp.learning_starts
-        if os.path.isfile(replay_path):
-            try:
-                with np.load(replay_path, allow_pickle=False) as replay_state:
-                    if int(replay_state["global_step"]) != global_step:
-                        raise ValueError(f"it is from step {int(replay_state['global_step'])}, the checkpoint from {global_step}")
-                    memory.load_state(replay_state)
-                learning_begins = hp.learning_starts  # the memory holds what it held: no new warm-up
-            except (OSError, ValueError, KeyError) as e:
-                print(f"warning: not using the replay memory '{replay_path}' ({e}); refilling it for "
-                      f"{hp.learning_starts} agent steps", file=sys.stderr)
-    else:
+    learning_begins = hp.learning_starts  # the agent step after which updates start
+    # The harness restores the online network and the optimizer; the target network and the replay memory
+    # are DQN's, restored here (the memory, up to 7 GB, before the run's clock starts).
+    if checkpoint is None:
         target_network.load_state_dict(q_network.state_dict())
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16)
-    inference_threads = args.inference_threads or torch_threads
-
-    from torch.utils.tensorboard import SummaryWriter
-
-    os.makedirs(run_dir, exist_ok=True)
-    # On resume, purge_step drops events the interrupted run wrote after its checkpoint.
-    writer = SummaryWriter(run_dir, purge_step=global_step if checkpoint is not None else None)
-    settings = dict(dataclasses.asdict(args), **{f"used_{k}": v for k, v in dataclasses.asdict(hp).items()},
-                    run_dir=run_dir, device=str(device), torch_threads=torch_threads,
-                    inference_threads=inference_threads, replay_slots_per_env=memory.size, start_step=global_step)
-    writer.add_text("settings", settings_table(settings), global_step)
+    else:
+        target_network.load_state_dict(checkpoint["target_model"])
+        if not load_replay(memory, os.path.join(args.resume, "replay.npz"), checkpoint["global_step"]):
+            learning_begins = checkpoint["global_step"] + hp.learning_starts  # refill the memory first
+    run = harness.Run(args, proc, "dqn", q_network, optimizer, checkpoint, args.total_timesteps, num_actions,
+                      phases=("env", "inference", "replay", "update"),
+                      settings=dict(**{f"used_{k}": v for k, v in dataclasses.asdict(hp).items()},
+                                    replay_slots_per_env=memory.size))
+    global_step = run.start_step
+    act = evaluation_act(q_network, args.eval_epsilon, proc)
 
     # Emulators cannot be snapshotted: a resumed run starts new games, seeded from the seed and the step.
-    obs, _ = envs.reset(seed=args.seed + global_step)
+    obs, _ = envs.reset(seed=proc.seed + global_step)
     # Every env starts a game; any unfinished step stored before a resume is marked unplayed by this.
     memory.add_observation(obs[:, -1], game_start=np.ones(args.num_envs, dtype=bool))
     resetting = np.zeros(args.num_envs, dtype=bool)  # this step is a reset step (NEXT_STEP autoreset)
-
-    recent_returns: list[float] = []  # raw scores of the last 100 games
-    time_env = time_inference = time_replay = time_update = 0.0
-    start_time, start_step = time.perf_counter(), global_step
-    next_checkpoint = (global_step // args.checkpoint_every + 1) * args.checkpoint_every
-    next_log = global_step
-    num_updates, loss, q_taken = 0, None, None
-    progress = None
-    if args.progress:
-        from tqdm import tqdm
-
-        progress = tqdm(total=args.total_timesteps, initial=global_step, unit="step", unit_scale=True,
-                        dynamic_ncols=True, mininterval=1.0 if sys.stderr.isatty() else 30.0)
-
-    def save_checkpoint() -> None:
-        if args.save_replay:  # first the memory, then the checkpoint that names its step
-            save_replay_atomic(memory, global_step, replay_path)
-        save_atomic(dict(model_file(args, q_network, num_actions), target_model=target_network.state_dict(),
-                         optimizer=optimizer.state_dict(), global_step=global_step, rng=rng_states(),
-                         run_name=run_name), os.path.join(run_dir, "checkpoint.pt"))
-
+    next_log, num_updates, loss, q_taken = global_step, 0, None, None
     while global_step < args.total_timesteps:
-        t0 = time.perf_counter()
         epsilon = linear_schedule(args.start_e, hp.end_e, hp.exploration_steps, global_step)
-        if inference_threads != torch_threads:
-            torch.set_num_threads(inference_threads)
-        actions = epsilon_greedy(q_network, obs, epsilon, num_actions, device, autocast, lazy=args.lazy_greedy)
-        if inference_threads != torch_threads:
-            torch.set_num_threads(torch_threads)
-        t1 = time.perf_counter()
-        obs, rewards, terminated, truncated, info = envs.step(actions)
-        t2 = time.perf_counter()
+        with run.timer("inference"):
+            torch.set_num_threads(proc.inference_threads)
+            actions = epsilon_greedy(q_network, obs, epsilon, num_actions, device, proc.autocast, lazy=args.lazy_greedy)
+            torch.set_num_threads(proc.torch_threads)
+        with run.timer("env"):
+            obs, rewards, terminated, truncated, info = envs.step(actions)
         memory.add(actions, rewards, terminated, obs[:, -1], reset_step=resetting)
         resetting = wrappers.reset_next(terminated, truncated, info)
         previous_step, global_step = global_step, global_step + args.num_envs
-        if "_episode" in info and info["_episode"].any():
-            for i in np.flatnonzero(info["_episode"]):
-                score, length = float(info["episode"]["r"][i]), int(info["episode"]["l"][i])
-                recent_returns = (recent_returns + [score])[-100:]
-                writer.add_scalar("charts/episodic_return", score, global_step)
-                writer.add_scalar("charts/episodic_length", length, global_step)
-        time_inference += t1 - t0
-        time_env += t2 - t1
+        run.log_episodes(info, global_step)
 
         if global_step > learning_begins:
             # One update per train_frequency agent steps, so several envs keep CleanRL's replay ratio.
             for _ in range(global_step // args.train_frequency - previous_step // args.train_frequency):
-                t0 = time.perf_counter()
-                b_frames, b_actions, b_rewards, b_terminated = memory.sample(args.batch_size)
-                b_frames = torch.from_numpy(b_frames).to(device, non_blocking=True)
-                b_actions = torch.from_numpy(b_actions).to(device).long()
-                b_rewards = torch.from_numpy(b_rewards).to(device)
-                b_terminated = torch.from_numpy(b_terminated).to(device)
-                t1 = time.perf_counter()
-                b_obs, b_next_obs = b_frames[:, :-1], b_frames[:, 1:]
-                with torch.no_grad(), autocast:
-                    next_q_target = target_network(b_next_obs)
-                    next_q_online = q_network(b_next_obs) if args.double_dqn else None
-                targets = td_target(b_rewards, next_q_target, b_terminated, args.gamma, next_q_online)
-                with autocast:
-                    q_taken = q_network(b_obs).gather(1, b_actions.unsqueeze(1)).squeeze(1)
-                loss = td_loss(q_taken, targets, hp.loss)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+                with run.timer("replay"):
+                    b_frames, b_actions, b_rewards, b_terminated = (
+                        torch.from_numpy(x).to(device, non_blocking=True) for x in memory.sample(args.batch_size))
+                with run.timer("update"):
+                    b_obs, b_next_obs = b_frames[:, :-1], b_frames[:, 1:]
+                    with torch.no_grad(), proc.autocast:
+                        next_q_target = target_network(b_next_obs)
+                        next_q_online = q_network(b_next_obs) if args.double_dqn else None
+                    targets = td_target(b_rewards, next_q_target, b_terminated, args.gamma, next_q_online)
+                    with proc.autocast:
+                        q_taken = q_network(b_obs).gather(1, b_actions.long().unsqueeze(1)).squeeze(1)
+                    loss = td_loss(q_taken, targets, hp.loss)
+                    run.check_finite(global_step, loss)  # before the step: NaN never reaches the weights
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
                 num_updates += 1
-                t2 = time.perf_counter()
-                time_replay += t1 - t0
-                time_update += t2 - t1
             if global_step // hp.target_network_frequency != previous_step // hp.target_network_frequency:
                 target_network.load_state_dict(q_network.state_dict())
 
         if global_step >= next_log or global_step >= args.total_timesteps:
             next_log = global_step + 1_000
-            sps = int((global_step - start_step) / (time.perf_counter() - start_time))
-            writer.add_scalar("charts/SPS", sps, global_step)
-            writer.add_scalar("charts/epsilon", epsilon, global_step)
-            writer.add_scalar("charts/learning_rate", hp.learning_rate, global_step)
+            run.log(global_step, {"charts/epsilon": epsilon, "charts/learning_rate": hp.learning_rate})
             if loss is not None:
-                writer.add_scalar("losses/td_loss", loss.item(), global_step)
-                writer.add_scalar("losses/q_values", q_taken.mean().item(), global_step)
-            writer.add_scalar("time/env", time_env, global_step)
-            writer.add_scalar("time/inference", time_inference, global_step)
-            writer.add_scalar("time/replay", time_replay, global_step)
-            writer.add_scalar("time/update", time_update, global_step)
-            if progress is not None:
-                progress.update(global_step - progress.n)
-                score = f"{np.mean(recent_returns):.1f}" if recent_returns else "-"
-                progress.set_postfix_str(f"score(100)={score} eps={epsilon:.3f} env={time_env:.0f}s "
-                                         f"inf={time_inference:.0f}s rep={time_replay:.0f}s upd={time_update:.0f}s",
-                                         refresh=False)
-        if args.save_model and global_step >= next_checkpoint:
-            save_checkpoint()
-            next_checkpoint = (global_step // args.checkpoint_every + 1) * args.checkpoint_every
-        if stop.signal is not None and global_step < args.total_timesteps:
+                run.log(global_step, {"losses/td_loss": loss, "losses/q_values": q_taken.mean()})
+            run.log_speed(global_step, eps=f"{epsilon:.3f}")
+        run.evaluate_if_due(global_step, act)
+        stopping = run.should_stop()
+        if run.checkpoint_due(global_step, final=global_step >= args.total_timesteps):
+            if args.save_replay:  # first the memory, then the checkpoint that names its step
+                save_replay_atomic(memory, global_step, os.path.join(run.run_dir, "replay.npz"))
+            run.save_checkpoint(global_step, target_model=target_network.state_dict())
+        if stopping:
             break
 
-    stop.loop_done = True
-    if progress is not None:
-        progress.close()
     envs.close()
-    sps = (global_step - start_step) / (time.perf_counter() - start_time)
-    print(f"{global_step - start_step} agent steps at {sps:.0f} steps/s (env {time_env:.1f}s, inference "
-          f"{time_inference:.1f}s, replay {time_replay:.1f}s, update {time_update:.1f}s, {num_updates} updates)",
-          file=sys.stderr)
-    if global_step < args.total_timesteps:  # stopped by StopRequest: a checkpoint, no final model, no evaluation
-        if args.save_model:
-            save_checkpoint()
-        writer.close()
-        stop.report(global_step, run_dir if args.save_model else None)
-    if args.save_model:
-        save_checkpoint()
-        path = os.path.join(run_dir, f"{args.exp_name}.model")
-        save_atomic(model_file(args, q_network, num_actions), path)
-        print(f"model saved to {path}", file=sys.stderr)
-    if args.eval_episodes > 0:
-        scores = evaluate(args, q_network, num_actions, device, autocast)
-        for score in scores:
-            writer.add_scalar("eval/episodic_return", score, global_step)
-        print(f"evaluation: mean {np.mean(scores):.2f} +- {np.std(scores):.2f} (std) over {len(scores)} games "
-              f"with epsilon {args.eval_epsilon}", file=sys.stderr)
-    writer.close()
+    run.finish(global_step, act, note=f"{num_updates} updates")
 
 
 if __name__ == "__main__":

@@ -151,8 +151,10 @@ RESUMABLE_FLAGS = ("total_timesteps", "cuda", "env_backend", "env_threads", "tor
 
 
 def fail(msg: str) -> None:
-    """End the process on a user's mistake: one line on stderr, exit status 2, no traceback."""
-    print(f"error: {msg}", file=sys.stderr)
+    """End the process on a user's mistake: one line on stderr, exit status 2, no traceback (under torchrun
+    every rank exits, rank 0 alone says why)."""
+    if os.environ.get("RANK", "0") == "0":
+        print(f"error: {msg}", file=sys.stderr)
     sys.exit(2)
 
 
@@ -234,6 +236,11 @@ def parse(args_class: type, algo: str, resumable: tuple[str, ...] = ()) -> tuple
         for name in RESUMABLE_FLAGS + resumable:
             if given_on_command_line(name) or name not in checkpoint["args"]:
                 saved[name] = getattr(args, name)
+        ignored = [flag(name) for name in saved if name not in RESUMABLE_FLAGS + resumable + ("resume",)
+                   and given_on_command_line(name) and getattr(args, name) != saved[name]]
+        if ignored:
+            print(f"warning: {', '.join(ignored)} ignored: a resumed run keeps the checkpoint's value (it decides "
+                  f"what is learned); start a new run to change it", file=sys.stderr)
         args = args_class(**saved)
     check_run_args(args)
     if args.run is None:
@@ -336,6 +343,39 @@ def setup_process(args: RunArgs) -> Process:
                    torch_threads=torch_threads, inference_threads=args.inference_threads or torch_threads,
                    env_threads=args.env_threads or max(1, min(args.num_envs, cores // local_world_size)),
                    seed=seed, autocast=torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16))
+
+
+# --- statistics of a rollout, over its valid steps --------------------------------------------------------------
+# Under gymnasium 1.x NEXT_STEP autoreset (wrappers.py) a rollout holds reset steps whose action was ignored;
+# the scripts weigh them 0 with a mask of valid steps, in their losses and in what they log.
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of x over the entries where mask is 1 (0 when the mask is empty)."""
+    return (x * mask).sum() / mask.sum().clamp(min=1.0)
+
+
+def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor) -> float:
+    """1 - Var(returns - values) / Var(returns) over the valid entries (1: perfect, <= 0: useless); logged as
+    losses/explained_variance by the actor-critic scripts."""
+    mask = mask.float()
+    returns_var = masked_mean((returns - masked_mean(returns, mask)) ** 2, mask)
+    error = returns - values
+    error_var = masked_mean((error - masked_mean(error, mask)) ** 2, mask)
+    return float("nan") if returns_var == 0 else float(1.0 - error_var / returns_var)
+
+
+def sampling_act(agent: torch.nn.Module, proc: Process) -> Callable[[np.ndarray], np.ndarray]:
+    """Acting outside training (evaluation, --run) for an actor-critic whose forward returns (logits, values):
+    actions sampled from the policy, as in training; the greedy action can loop forever in a state the
+    policy never learned to leave (Breakout, waiting to serve)."""
+    from torch.distributions.categorical import Categorical
+
+    def act(obs: np.ndarray) -> np.ndarray:
+        with torch.inference_mode(), proc.autocast:
+            logits, _ = agent(torch.from_numpy(obs).to(proc.device))
+        return Categorical(logits=logits, validate_args=False).sample().cpu().numpy()
+
+    return act
 
 
 # --- model and checkpoint files ------------------------------------------------------------------------------
@@ -450,8 +490,8 @@ class StopRequest:
         if self.signal is not None:
             return
         self.signal, self.since = signum, time.monotonic()
-        print(f"\n{signal.Signals(signum).name}: stopping after this iteration of the training loop "
-              f"(send it again to stop at once)", file=sys.stderr)
+        print(f"\n{signal.Signals(signum).name}: stopping at the training loop's next check, with a checkpoint "
+              f"if --save-model (send it again to stop at once)", file=sys.stderr)
 
 
 # --- the run --------------------------------------------------------------------------------------------------
@@ -553,7 +593,7 @@ class Run:
         """Write scalars (floats or 0-d tensors) at agent step `step` (rank 0 only)."""
         if self.writer is not None:
             for tag, value in scalars.items():
-                self.writer.add_scalar(tag, float(value), step)
+                self.writer.add_scalar(tag, float(value.detach()) if isinstance(value, torch.Tensor) else float(value), step)
 
     def log_episodes(self, info: dict, step: int) -> None:
         """Log the raw score and length of every game that ended at this step (info from wrappers.py)."""
@@ -646,12 +686,19 @@ class Run:
         else:
             print(message, file=sys.stderr)
 
-    def finish(self, step: int, act: Callable[[np.ndarray], np.ndarray]) -> None:
-        """After the loop. A stopped run keeps its checkpoint and exits 128 + the signal's number, with the
-        --resume command; a finished one saves the final model (with --save-model) and evaluates once more."""
+    def finish(self, step: int, act: Callable[[np.ndarray], np.ndarray], note: str = "") -> None:
+        """After the loop: one line with the agent steps, steps/s and seconds per phase (and `note`). A stopped
+        run keeps its checkpoint and exits 128 + the signal's number, with the --resume command; a finished
+        one saves the final model (with --save-model) and evaluates once more."""
         self.stop.loop_done = True
         if self.progress is not None:
             self.progress.close()
+        if self.proc.rank == 0:
+            elapsed = time.perf_counter() - self.start_time
+            phases = ", ".join(f"{phase} {seconds:.1f}s" for phase, seconds in self.times.items()
+                               if seconds or phase != "eval")
+            print(f"{step - self.start_step} agent steps at {(step - self.start_step) / elapsed:.0f} steps/s "
+                  f"({phases}{', ' + note if note else ''})", file=sys.stderr)
         if self.stopping and step < self.total_steps:
             if self.writer is not None:
                 self.writer.close()

@@ -35,7 +35,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn as nn
 from torch.distributions.categorical import Categorical
@@ -164,14 +163,9 @@ def compute_gae(
     return advantages, advantages + values
 
 
-def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean of x over the entries where mask is 1 (0 when the mask is empty)."""
-    return (x * mask).sum() / mask.sum().clamp(min=1.0)
-
-
 def normalize_advantages(advantages: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     """Advantages scaled to mean 0, std 1 over the valid entries (Huang et al. 2022, detail 7)."""
-    mean = masked_mean(advantages, mask)
+    mean = harness.masked_mean(advantages, mask)
     count = mask.sum()
     var = ((advantages - mean) ** 2 * mask).sum() / (count - 1.0).clamp(min=1.0)  # unbiased, like torch.std
     return (advantages - mean) / (var.sqrt() + eps) * mask
@@ -204,37 +198,28 @@ def ppo_loss(
     mask = mask.float()
     log_ratio = new_log_probs - old_log_probs
     ratio = log_ratio.exp()
-    policy_loss = masked_mean(
+    policy_loss = harness.masked_mean(
         torch.max(-advantages * ratio, -advantages * torch.clamp(ratio, 1 - clip_coef, 1 + clip_coef)), mask
     )
     value_loss_unclipped = (new_values - returns) ** 2
     if clip_vloss:
         clipped_values = old_values + torch.clamp(new_values - old_values, -clip_coef, clip_coef)
         value_loss_clipped = (clipped_values - returns) ** 2
-        value_loss = 0.5 * masked_mean(torch.max(value_loss_unclipped, value_loss_clipped), mask)
+        value_loss = 0.5 * harness.masked_mean(torch.max(value_loss_unclipped, value_loss_clipped), mask)
     else:
-        value_loss = 0.5 * masked_mean(value_loss_unclipped, mask)
-    entropy_mean = masked_mean(entropy, mask)
+        value_loss = 0.5 * harness.masked_mean(value_loss_unclipped, mask)
+    entropy_mean = harness.masked_mean(entropy, mask)
     loss = policy_loss - ent_coef * entropy_mean + vf_coef * value_loss
     with torch.no_grad():
         stats = {
             "policy_loss": policy_loss.detach(),
             "value_loss": value_loss.detach(),
             "entropy": entropy_mean.detach(),
-            "old_approx_kl": masked_mean(-log_ratio, mask),
-            "approx_kl": masked_mean((ratio - 1) - log_ratio, mask),
-            "clipfrac": masked_mean(((ratio - 1.0).abs() > clip_coef).float(), mask),
+            "old_approx_kl": harness.masked_mean(-log_ratio, mask),
+            "approx_kl": harness.masked_mean((ratio - 1) - log_ratio, mask),
+            "clipfrac": harness.masked_mean(((ratio - 1.0).abs() > clip_coef).float(), mask),
         }
     return loss, stats
-
-
-def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor) -> float:
-    """1 - Var(returns - values) / Var(returns) over the valid entries (1: perfect, <= 0: useless)."""
-    mask = mask.float()
-    returns_var = masked_mean((returns - masked_mean(returns, mask)) ** 2, mask)
-    error = returns - values
-    error_var = masked_mean((error - masked_mean(error, mask)) ** 2, mask)
-    return float("nan") if returns_var == 0 else float(1.0 - error_var / returns_var)
 
 
 def linear_schedule(iteration: int, num_iterations: int, start: float) -> float:
@@ -252,25 +237,14 @@ def check_args(args: Args) -> None:
                      f"{args.num_minibatches} equal minibatches: change --num-minibatches, --num-envs or --num-steps")
 
 
-def policy_act(agent: Agent, proc: harness.Process):
-    """Acting outside training (evaluation, --run): actions sampled from the policy, as in training; the
-    greedy action can loop forever in a state the policy never learned to leave (Breakout, waiting to serve)."""
-
-    def act(obs: np.ndarray) -> np.ndarray:
-        with torch.inference_mode(), proc.autocast:
-            logits, _ = agent(torch.from_numpy(obs).to(proc.device))
-        return Categorical(logits=logits).sample().cpu().numpy()
-
-    return act
-
-
 def main() -> None:
     args, checkpoint = harness.parse(Args, algo="ppo")
     check_args(args)
     proc = harness.setup_process(args)
     device = proc.device
     if args.run is not None:
-        harness.replay(args, proc, "ppo", lambda n: Agent(n, args.channels_last), lambda a: policy_act(a, proc))
+        harness.replay(args, proc, "ppo", lambda n: Agent(n, args.channels_last),
+                       lambda agent: harness.sampling_act(agent, proc))
         return
 
     batch_size = args.num_envs * args.num_steps  # transitions per rollout of one process
@@ -292,7 +266,7 @@ def main() -> None:
                                                  num_iterations=num_iterations))
     global_step = run.start_step
     start_iteration = checkpoint["iteration"] + 1 if checkpoint is not None else 1
-    act = policy_act(agent, proc)
+    act = harness.sampling_act(agent, proc)
 
     # Rollout buffers, preallocated on the device; slot t holds step t of every env.
     # Done-flag convention (NEXT_STEP autoreset): terminated[t] = life lost or game over after action t,
@@ -384,7 +358,7 @@ def main() -> None:
         # CleanRL logs them).
         stats["clipfrac"] = torch.stack(clipfracs).mean()
         run.log(global_step, {"charts/learning_rate": lr, **{f"losses/{k}": v for k, v in stats.items()},
-                              "losses/explained_variance": explained_variance(b_values, b_returns, b_valid)})
+                              "losses/explained_variance": harness.explained_variance(b_values, b_returns, b_valid)})
         run.log_speed(global_step)
         run.evaluate_if_due(global_step, act)
         stopping = run.should_stop()

@@ -52,6 +52,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import dqn_atari  # noqa: E402
+import harness  # noqa: E402
 import wrappers  # noqa: E402
 
 BENCH_FLAGS = ["--learning-starts", "1000", "--buffer-size", "100000", "--eval-episodes", "0", "--no-progress"]
@@ -365,7 +366,7 @@ def main() -> None:
 
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"# dqn_atari.py speed and memory, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
-    print(f"CPU: {cpu_model()}, {len(os.sched_getaffinity(0))} cores; bf16 native: {dqn_atari.native_bf16()}; "
+    print(f"CPU: {cpu_model()}, {len(os.sched_getaffinity(0))} cores; bf16 native: {harness.native_bf16()}; "
           f"torch {torch.__version__}; load average (1, 5, 15 min) before: {load}")
     print(f"paused during timed measurements: {opts.pause!r}" if opts.pause else "nothing paused")
     defaults = dqn_atari.Args()

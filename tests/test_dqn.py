@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import collections
-import dataclasses
 import os
 import subprocess
 import sys
@@ -235,28 +234,17 @@ def test_presets_resolve_to_logged_values():
     assert hp == dqn_atari.Hyperparameters("rmsprop", 1e-3, "huber", 10_000, 0.1, 1_000_000, 50_000)
 
 
-def test_experiment_fields_match_ppo():
-    import ppo_atari
-
-    ours = {f.name: f for f in dataclasses.fields(dqn_atari.Args)}
-    theirs = {f.name: f for f in dataclasses.fields(ppo_atari.Args)}
-    shared = ["exp_name", "seed", "torch_deterministic", "cuda", "run_name", "runs_dir", "env_id", "total_timesteps",
-              "num_envs", "env_backend", "env_threads", "torch_threads", "channels_last", "bf16", "save_model",
-              "checkpoint_every", "resume", "run", "run_episodes", "video", "progress"]
-    for name in shared:
-        assert name in ours and name in theirs, name
-        assert ours[name].type == theirs[name].type, name
-    for name in ("total_timesteps", "runs_dir", "seed", "checkpoint_every", "run_episodes", "save_model"):
-        assert getattr(dqn_atari.Args(), name) == getattr(ppo_atari.Args(), name), name
-    shared_speed_flags = {"cuda", "env_backend", "env_threads", "torch_threads", "inference_threads", "channels_last",
-                          "bf16"}
-    assert shared_speed_flags <= set(dqn_atari.SPEED_FLAGS) and shared_speed_flags <= set(ppo_atari.SPEED_FLAGS)
-
-
-def test_resume_takes_speed_flags_from_the_command_line(monkeypatch):
-    monkeypatch.setattr(sys, "argv", ["dqn_atari.py", "--resume", "runs/x", "--no-lazy-greedy", "--torch_threads=2"])
-    assert dqn_atari.given_on_command_line("lazy-greedy") and dqn_atari.given_on_command_line("torch-threads")
-    assert not dqn_atari.given_on_command_line("total-timesteps") and not dqn_atari.given_on_command_line("bf16")
+def test_q_network_takes_uint8_frames_in_either_memory_format():
+    torch.manual_seed(0)
+    a, b = dqn_atari.QNetwork(6), dqn_atari.QNetwork(6, channels_last=True)
+    b.load_state_dict(a.state_dict())
+    frames = torch.randint(0, 256, (3, 4, 84, 84), dtype=torch.uint8)
+    q_a, q_b = a(frames), b(frames)
+    assert q_a.shape == (3, 6) and q_a.dtype == torch.float32
+    torch.testing.assert_close(q_a, q_b, rtol=1e-4, atol=1e-5)
+    # The frames are reordered while uint8, then scaled: the same values as scaling first, then reordering.
+    scaled_first = b.network((frames.float() / 255.0).contiguous(memory_format=torch.channels_last))
+    torch.testing.assert_close(q_b, scaled_first, rtol=1e-5, atol=1e-6)
 
 
 # --- tiny end-to-end runs ----------------------------------------------------------------------------------
@@ -266,6 +254,13 @@ def run_script(*argv, cwd, check=True):
     if check:
         assert result.returncode == 0, result.stderr[-3000:]
     return result
+
+
+def steps_logged(run_dir, tag: str) -> list[int]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0}).Reload()
+    return [e.step for e in events.Scalars(tag)]
 
 
 def test_help_shows_both_presets(tmp_path):
@@ -292,14 +287,17 @@ def test_train_save_resume_with_replay_and_run(tmp_path):
     events = EventAccumulator(str(run_dir)).Reload()
     tags = set(events.Tags()["scalars"])
     assert {"charts/episodic_return", "charts/SPS", "charts/epsilon", "losses/td_loss", "losses/q_values",
-            "time/env", "time/inference", "time/update", "eval/episodic_return"} <= tags
+            "time/env", "time/inference", "time/replay", "time/update", "eval/episodic_return"} <= tags
     assert "settings" in str(events.Tags())
 
     # Resume with the replay memory: no refill, learning goes on at once.
-    result = run_script("--resume", str(run_dir), "--total-timesteps", "300", cwd=tmp_path)
+    result = run_script("--resume", str(run_dir), "--total-timesteps", "300", "--eval-episodes", "0", cwd=tmp_path)
     assert "warning" not in result.stderr
     assert torch.load(run_dir / "checkpoint.pt", weights_only=True)["global_step"] == 300
     assert "100 agent steps" in result.stderr and " 25 updates" in result.stderr
+    # The events logged at the checkpoint's step (200) stay, once; the resumed run logs from step 201 on.
+    assert steps_logged(run_dir, "charts/SPS") == [1, 200, 201, 300]
+    assert steps_logged(run_dir, "losses/td_loss") == [200, 300]
 
     result = run_script("--run", str(run_dir / "dqn_atari.model"), "--run-episodes", "1", cwd=tmp_path)
     assert "game 1: score" in result.stdout and "mean" in result.stdout
@@ -320,8 +318,12 @@ def test_resume_without_replay_refills_first(tmp_path):
     result = run_script(*TINY, "--save-model", RUN_NAME, "b", "--learning-starts", "150", cwd=tmp_path)
     assert " 13 updates" in result.stderr  # after step 150, at steps 152, 156, ..., 200
     assert (tmp_path / "runs" / "b" / "checkpoint.pt").exists()  # --runs-dir defaults to runs/
-    result = run_script("--resume", str(tmp_path / "runs" / "b"), "--total-timesteps", "300", cwd=tmp_path)
+    # --no-lazy-greedy (a speed flag) counts on resume; --gamma (what the run learns) comes from the checkpoint.
+    result = run_script("--resume", str(tmp_path / "runs" / "b"), "--total-timesteps", "300", "--no-lazy-greedy",
+                        "--gamma", "0.5", cwd=tmp_path)
     assert " 0 updates" in result.stderr  # 100 steps after the resume are fewer than the 150 to refill
+    saved = torch.load(tmp_path / "runs" / "b" / "checkpoint.pt", weights_only=True)["args"]
+    assert saved["lazy_greedy"] is False and saved["gamma"] == 0.99
 
 
 def test_same_seed_same_weights(tmp_path):
@@ -342,7 +344,11 @@ def test_same_seed_same_weights(tmp_path):
         (["--buffer-size", "4"], "--buffer-size"),
         (["--save-replay"], "--save-model"),
         (["--checkpoint-every", "0"], "--checkpoint-every"),
-        (["--end-e", "2"], "epsilon"),
+        (["--end-e", "2"], "--end-e must be in [0, 1]"),
+        (["--learning-rate", "nan"], "--learning-rate must be a finite number above 0, got nan"),
+        (["--learning-rate", "-1"], "--learning-rate must be a finite number above 0, got -1"),
+        (["--gamma", "2"], "--gamma must be in [0, 1], got 2"),
+        (["--runs-dir", "a_file"], "--runs-dir 'a_file' cannot be a directory"),
         (["--run", "missing.model"], "does not exist"),
         (["--run", "corrupt.model"], "cannot read"),
         (["--run", "ppo.model"], "ppo_atari.py"),
@@ -353,8 +359,10 @@ def test_bad_input_ends_with_one_line(tmp_path, monkeypatch, capsys, argv, messa
     """In this process (a second each): main() must end in SystemExit(2) after one line; any other
     exception, i.e. a traceback, fails the test."""
     (tmp_path / "corrupt.model").write_bytes(b"not a model")
+    (tmp_path / "a_file").write_text("")
     torch.save({"format": 1, "algo": "ppo", "model": {}, "env_id": "BreakoutNoFrameskip-v4", "num_actions": 4},
                tmp_path / "ppo.model")
+    made = sorted(os.listdir(tmp_path))
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "argv", ["dqn_atari.py", *TINY, *argv])
     threads = torch.get_num_threads()
@@ -366,7 +374,7 @@ def test_bad_input_ends_with_one_line(tmp_path, monkeypatch, capsys, argv, messa
     assert exit_info.value.code == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
-    assert not (tmp_path / "runs").exists()
+    assert sorted(os.listdir(tmp_path)) == made  # nothing created: no run directory, no videos
 
 
 @pytest.mark.parametrize("argv", [["--env-id", "NoSuchGame-v4"], ["--run", "corrupt.model"]])

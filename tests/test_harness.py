@@ -31,7 +31,8 @@ TINY = ["--num-envs", "2", "--num-steps", "16", "--num-minibatches", "2", "--upd
 # steps each) to end, so that every tag has something to say.
 SCHEMA_RUNS = {
     "ppo_atari.py": [*TINY, "--total-timesteps", "640"],
-    "dqn_atari.py": ["--total-timesteps", "640", "--buffer-size", "1000", "--learning-starts", "100",
+    # epsilon 1 throughout: an untrained greedy DQN never serves in Breakout, so no game would end
+    "dqn_atari.py": ["--total-timesteps", "640", "--buffer-size", "1000", "--learning-starts", "100", "--end-e", "1",
                      "--no-progress", "--torch-threads", "1", "--env-threads", "1"],
     "a2c_atari.py": ["--num-envs", "2", "--num-steps", "5", "--total-timesteps", "640", "--no-progress",
                      "--torch-threads", "1", "--env-threads", "1"],
