@@ -35,6 +35,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn as nn
 from torch.distributions.categorical import Categorical
@@ -268,7 +269,8 @@ def main() -> None:
     start_iteration = checkpoint["iteration"] + 1 if checkpoint is not None else 1
     act = harness.sampling_act(agent, proc)
 
-    # Rollout buffers, preallocated on the device; slot t holds step t of every env.
+    # Rollout buffers, preallocated; slot t holds step t of every env. The network's inputs and outputs live
+    # on the device; the per-step flags from the envs are gathered in NumPy and moved once per rollout.
     # Done-flag convention (NEXT_STEP autoreset): terminated[t] = life lost or game over after action t,
     # do not bootstrap; episode_ends[t] = game over or truncation at t, so step t+1 is a reset step;
     # valid[t] = 0 for a reset step (obs[t] is the last frame of a finished game, its action is ignored),
@@ -278,48 +280,43 @@ def main() -> None:
     obs = torch.zeros((args.num_steps, args.num_envs) + obs_shape, dtype=torch.uint8, device=device)
     actions = torch.zeros((args.num_steps, args.num_envs), dtype=torch.long, device=device)
     log_probs = torch.zeros((args.num_steps, args.num_envs), device=device)
-    rewards = torch.zeros((args.num_steps, args.num_envs), device=device)
-    terminated = torch.zeros((args.num_steps, args.num_envs), dtype=torch.bool, device=device)
-    episode_ends = torch.zeros((args.num_steps, args.num_envs), dtype=torch.bool, device=device)
-    valid = torch.zeros((args.num_steps, args.num_envs), dtype=torch.bool, device=device)
     values = torch.zeros((args.num_steps, args.num_envs), device=device)
+    rewards_np = np.zeros((args.num_steps, args.num_envs), dtype=np.float32)
+    terminated_np, episode_ends_np, valid_np = (np.zeros((args.num_steps, args.num_envs), dtype=bool) for _ in range(3))
 
     # Emulators cannot be snapshotted: a resumed run starts new games, seeded from the seed and the step.
     next_obs_np, _ = envs.reset(seed=proc.seed + global_step)
     next_obs = torch.from_numpy(next_obs_np).to(device)
-    next_valid = torch.ones(args.num_envs, dtype=torch.bool, device=device)
+    next_valid = np.ones(args.num_envs, dtype=bool)
 
     for iteration in range(start_iteration, num_iterations + 1):
         lr = linear_schedule(iteration, num_iterations, args.learning_rate) if args.anneal_lr else args.learning_rate
         optimizer.param_groups[0]["lr"] = lr
 
-        # Act and store: num_steps steps of every env with the current policy.
+        # Act and store: num_steps steps of every env with the current policy. The rollout is one autocast
+        # region, so autocast casts the weights to bf16 once per rollout instead of at every step.
         torch.set_num_threads(proc.inference_threads)
-        for step in range(args.num_steps):
+        with torch.inference_mode(), proc.autocast:
+            for step in range(args.num_steps):
+                with run.timer("inference"):
+                    obs[step] = next_obs
+                    logits, values[step] = agent(next_obs)
+                    policy = Categorical(logits=logits, validate_args=False)
+                    actions[step] = policy.sample()
+                    log_probs[step] = policy.log_prob(actions[step])
+                    action_np = actions[step].cpu().numpy()
+                with run.timer("env"):
+                    next_obs_np, rewards_np[step], terminated_np[step], truncated, info = envs.step(action_np)
+                valid_np[step] = next_valid
+                episode_ends_np[step] = wrappers.reset_next(terminated_np[step], truncated, info)
+                next_valid = ~episode_ends_np[step]
+                next_obs = torch.from_numpy(next_obs_np).to(device)
+                global_step += args.num_envs * proc.world_size
+                run.log_episodes(info, global_step)
             with run.timer("inference"):
-                obs[step] = next_obs
-                valid[step] = next_valid
-                with torch.inference_mode(), proc.autocast:
-                    logits, value = agent(next_obs)
-                    policy = Categorical(logits=logits)
-                    action = policy.sample()
-                    log_probs[step] = policy.log_prob(action)
-                values[step] = value
-                actions[step] = action
-                action_np = action.cpu().numpy()
-            with run.timer("env"):
-                next_obs_np, reward, term, trunc, info = envs.step(action_np)
-            ends = wrappers.reset_next(term, trunc, info)
-            rewards[step] = torch.from_numpy(reward).to(device)
-            terminated[step] = torch.from_numpy(term).to(device)
-            episode_ends[step] = torch.from_numpy(ends).to(device)
-            next_valid = torch.from_numpy(~ends).to(device)
-            next_obs = torch.from_numpy(next_obs_np).to(device)
-            global_step += args.num_envs * proc.world_size
-            run.log_episodes(info, global_step)
-
-        with run.timer("inference"), torch.inference_mode(), proc.autocast:
-            _, next_value = agent(next_obs)
+                _, next_value = agent(next_obs)
+        rewards, terminated, episode_ends, valid = (torch.from_numpy(x).to(device) for x in
+                                                    (rewards_np, terminated_np, episode_ends_np, valid_np))
         # A final step whose game just ended has next_valid 0: episode_ends already stops the chain there.
         advantages, returns = compute_gae(rewards, values, next_value, terminated, episode_ends, valid,
                                           args.gamma, args.gae_lambda)
@@ -337,7 +334,7 @@ def main() -> None:
                     mb = order[start : start + minibatch_size]
                     with proc.autocast:
                         logits, new_values = agent(b_obs[mb])
-                    new_dist = Categorical(logits=logits)
+                    new_dist = Categorical(logits=logits, validate_args=False)
                     mb_advantages = b_advantages[mb]
                     if args.norm_adv:
                         mb_advantages = normalize_advantages(mb_advantages, b_valid[mb])
