@@ -105,7 +105,7 @@ class RunArgs:
     flush_denormal: bool = True
     """treat subnormal floats (below 1.2e-38) as zero on CPU (torch.set_flush_denormal): after many updates
     much of Adam's moment estimates decays into that range, where x86 arithmetic is many times slower (49%
-    of them in a DQN run at 365k steps: an Adam step 13.2 ms instead of 2.1; benchmark/denormal_speed.py)"""
+    of them in a DQN run at 365k steps: an Adam step 13.2 ms instead of 2.1; benchmark/results/dqn_speed.txt, F)"""
     channels_last: bool = True
     """NHWC memory format for the convolutions: oneDNN's fast path on CPU (a training step 1.6x faster here)"""
     bf16: bool = field(default_factory=native_bf16)
