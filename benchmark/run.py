@@ -52,6 +52,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent  # the training scripts live here, and run from here
+sys.path.insert(0, str(HERE))
+from report import Parser  # noqa: E402  (one home for the one-line error of both command lines)
 LISTS = HERE / "lists"
 GAMES_CSV = HERE / "reference" / "atari_random_human.csv"
 RECORD = "run.json"
@@ -393,12 +395,6 @@ class Runner:
         else:
             print(f"all {self.total} runs of {self.list_name} done in {self.runs_dir}", flush=True)
         return 0
-
-
-class Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit 2, as for every other mistake
-        print(f"error: {message} (see --help)", file=sys.stderr)
-        sys.exit(2)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -26,3 +26,36 @@ def interrupt_when_running(script: str, argv: list[str], run_dir, signum: int, c
     process.send_signal(signum)
     stdout, stderr = process.communicate(timeout=120)
     return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+def scalars(run_dir, tag: str) -> list[tuple[int, float]]:
+    """The (agent step, value) points of a TensorBoard tag in a run directory ([] when it has none)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0}).Reload()
+    return [(e.step, e.value) for e in events.Scalars(tag)] if tag in events.Tags()["scalars"] else []
+
+
+def main_ends_in_one_line(main, argv: list[str], cwd, monkeypatch, capsys) -> str:
+    """Run a script's main() in this process with `argv` in `cwd`: it must end in SystemExit(2) after exactly
+    one line on stderr (any other exception, i.e. a traceback, fails the test) and create nothing in `cwd`.
+    Returns the line."""
+    import os
+
+    import pytest
+    import torch
+
+    made = sorted(os.listdir(cwd))
+    monkeypatch.chdir(cwd)
+    monkeypatch.setattr(sys, "argv", argv)
+    threads = torch.get_num_threads()
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            main()
+    finally:
+        torch.set_num_threads(threads)
+    assert exit_info.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), lines
+    assert sorted(os.listdir(cwd)) == made  # nothing created: no run directory, no videos
+    return lines[0]

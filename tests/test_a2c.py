@@ -14,6 +14,7 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from conftest import main_ends_in_one_line, scalars  # noqa: E402
 import a2c_atari  # noqa: E402
 from a2c_atari import Agent, RMSpropTF, a2c_loss, compute_advantages  # noqa: E402
 
@@ -158,13 +159,6 @@ def run_script(*argv, cwd, check=True):
     return result
 
 
-def scalars(run_dir, tag: str) -> list[tuple[int, float]]:
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0}).Reload()
-    return [(e.step, e.value) for e in events.Scalars(tag)] if tag in events.Tags()["scalars"] else []
-
-
 def test_help(monkeypatch, capsys):
     monkeypatch.setattr(sys, "argv", ["a2c_atari.py", "--help"])
     with pytest.raises(SystemExit) as exit_info:
@@ -284,19 +278,8 @@ def test_bad_input_ends_with_one_line(tmp_path, monkeypatch, capsys, argv, messa
     exception, i.e. a traceback, fails the test."""
     torch.save({"format": 1, "algo": "ppo", "model": {}, "env_id": "BreakoutNoFrameskip-v4", "num_actions": 4},
                tmp_path / "ppo.model")
-    made = sorted(os.listdir(tmp_path))
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sys, "argv", ["a2c_atari.py", *TINY, *argv])
-    threads = torch.get_num_threads()
-    try:
-        with pytest.raises(SystemExit) as exit_info:
-            a2c_atari.main()
-    finally:
-        torch.set_num_threads(threads)
-    assert exit_info.value.code == 2
-    lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
-    assert sorted(os.listdir(tmp_path)) == made  # nothing created: no run directory, no videos
+    line = main_ends_in_one_line(a2c_atari.main, ["a2c_atari.py", *TINY, *argv], tmp_path, monkeypatch, capsys)
+    assert message in line
 
 
 def test_bad_input_in_a_real_process_prints_no_traceback(tmp_path):

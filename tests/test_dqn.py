@@ -14,6 +14,7 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from conftest import main_ends_in_one_line  # noqa: E402
 import dqn_atari  # noqa: E402
 from dqn_atari import ReplayMemory, linear_schedule, td_target  # noqa: E402
 
@@ -362,19 +363,8 @@ def test_bad_input_ends_with_one_line(tmp_path, monkeypatch, capsys, argv, messa
     (tmp_path / "a_file").write_text("")
     torch.save({"format": 1, "algo": "ppo", "model": {}, "env_id": "BreakoutNoFrameskip-v4", "num_actions": 4},
                tmp_path / "ppo.model")
-    made = sorted(os.listdir(tmp_path))
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sys, "argv", ["dqn_atari.py", *TINY, *argv])
-    threads = torch.get_num_threads()
-    try:
-        with pytest.raises(SystemExit) as exit_info:
-            dqn_atari.main()
-    finally:
-        torch.set_num_threads(threads)
-    assert exit_info.value.code == 2
-    lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
-    assert sorted(os.listdir(tmp_path)) == made  # nothing created: no run directory, no videos
+    line = main_ends_in_one_line(dqn_atari.main, ["dqn_atari.py", *TINY, *argv], tmp_path, monkeypatch, capsys)
+    assert message in line
 
 
 @pytest.mark.parametrize("argv", [["--env-id", "NoSuchGame-v4"], ["--run", "corrupt.model"]])

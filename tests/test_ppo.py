@@ -14,7 +14,7 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-import ppo_atari  # noqa: E402
+from conftest import scalars  # noqa: E402
 from ppo_atari import Agent, compute_gae, normalize_advantages, ppo_loss  # noqa: E402
 
 SCRIPT = os.path.join(ROOT, "ppo_atari.py")
@@ -145,13 +145,6 @@ def run_script(*argv, cwd, check=True):
     if check:
         assert result.returncode == 0, result.stderr[-3000:]
     return result
-
-
-def scalars(run_dir, tag: str) -> list[tuple[int, float]]:
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0}).Reload()
-    return [(e.step, e.value) for e in events.Scalars(tag)]
 
 
 def test_help(tmp_path):
