@@ -519,15 +519,15 @@ class Run:
     """One training run: its directory, TensorBoard writer, progress bar, checkpoints, evaluations and stop.
 
     Rank 0 writes files; every rank keeps the same schedule. Construction restores `model` and `optimizer`
-    from `checkpoint` when resuming (the script restores anything else it saved, from `run.checkpoint`),
-    and under torchrun gives every rank rank 0's parameters.
+    from `checkpoint` when resuming (the script restores anything else it saved from the same dict, as
+    `harness.parse` returned it), and under torchrun gives every rank rank 0's parameters.
     """
 
     def __init__(self, args: RunArgs, proc: Process, algo: str, model: torch.nn.Module,
                  optimizer: torch.optim.Optimizer, checkpoint: dict | None, total_steps: int, num_actions: int,
                  phases: tuple[str, ...] = ("env", "inference", "update"), settings: dict | None = None):
         self.args, self.proc, self.algo = args, proc, algo
-        self.model, self.optimizer, self.checkpoint = model, optimizer, checkpoint
+        self.model, self.optimizer = model, optimizer
         self.total_steps, self.num_actions = total_steps, num_actions
         self.exp_name = script_name(args)
         if checkpoint is not None:
@@ -556,7 +556,6 @@ class Run:
         self.start_time = time.perf_counter()
         self.stop = StopRequest()
         self.stopping = False
-        self._eval_envs = None
 
         self.writer = self.progress = None
         if proc.rank == 0:
