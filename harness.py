@@ -98,10 +98,21 @@ class RunArgs:
     in Dopamine's default protocol; applies to training, evaluation and --run"""
 
     torch_threads: int | None = None
-    """torch intra-op threads (None: the cores available to this process, shared among local ranks)"""
+    """torch intra-op threads (None: the cores available to this process, shared among local ranks); two
+    runs on the same cores must share them (e.g. --torch-threads 1 each on 2 cores): with all cores each,
+    both ran more than 5x slower here"""
     inference_threads: int | None = None
     """torch threads for acting on a batch of num_envs observations (None: --torch-threads); one thread
     can win on a small batch on a busy machine"""
+    overlap: bool = False
+    """step the envs in two halves of num_envs/2 games and let the policy act for one half while the other
+    half's games step (PPO and A2C; --num-envs must be even). The transitions are the serial loop's, env by
+    env and step by step; only the network runs on batches of num_envs/2, so values and log-probabilities
+    may differ from the serial loop's in the last bits, and with them, very rarely, a sampled action (on our
+    CPU they are bit-equal). Off by default: on a 2-core CPU the emulator and torch threads already fill the
+    cores, and it measured slower (agent steps/s: PPO 630 vs 680, A2C 960 vs 1,170); it is for machines
+    with cores to spare. The native and async backends overlap; sync steps a half only when its results are
+    wanted"""
     flush_denormal: bool = True
     """treat subnormal floats (below 1.2e-38) as zero on CPU (torch.set_flush_denormal): after many updates
     much of Adam's moment estimates decays into that range, where x86 arithmetic is many times slower (49%
@@ -110,7 +121,8 @@ class RunArgs:
     """NHWC memory format for the convolutions: oneDNN's fast path on CPU (a training step 1.6x faster here)"""
     bf16: bool = field(default_factory=native_bf16)
     """bf16 autocast for the network (default on only where the hardware computes bf16 natively); changes
-    the numerics, so the same seed gives other losses with and without it"""
+    the numerics, so the same seed gives other losses with and without it. DQN acts in fp32 either way
+    (on its batch of one observation bf16 is slower); PPO and A2C act and learn in bf16"""
     fused_adam: bool = True
     """torch's fused Adam kernel where the optimizer is Adam: the same update in one pass over the
     parameters instead of a dozen small ops; results may differ from the loop's in the last bits"""
@@ -146,7 +158,7 @@ class RunArgs:
 # it reports and of how long it goes on, not of what it learns: --resume takes them from the command line
 # when given there (a run may continue on another machine), and every other setting from the checkpoint.
 RESUMABLE_FLAGS = ("total_timesteps", "cuda", "env_backend", "env_threads", "torch_threads", "inference_threads",
-                   "channels_last", "bf16", "fused_adam", "flush_denormal", "eval_every", "eval_episodes",
+                   "overlap", "channels_last", "bf16", "fused_adam", "flush_denormal", "eval_every", "eval_episodes",
                    "eval_video", "progress")
 
 
@@ -193,6 +205,8 @@ def check_run_args(args: RunArgs) -> None:
     check_range(args, at_least_one=("num_envs", "total_timesteps", "checkpoint_every", "eval_every",
                                     "run_episodes", "torch_threads", "inference_threads"),
                 non_negative=("env_threads", "eval_episodes"), probability=("repeat_action_probability",))
+    if args.overlap and args.num_envs % 2:
+        fail(f"--overlap steps the envs in two halves: --num-envs must be even, got {args.num_envs}")
     if args.run is not None and args.resume is not None:
         fail("--run replays a model file and --resume continues a training run: give one of them")
     try:
@@ -222,7 +236,6 @@ def parse(args_class: type, algo: str, resumable: tuple[str, ...] = ()) -> tuple
     no longer exist (they are dropped, with a warning). Then the shared range checks run; the script's own
     follow in its `check_args`.
     """
-    use_passive_openmp()
     args = tyro.cli(args_class)
     checkpoint = None
     if args.resume is not None and args.run is None:
@@ -292,31 +305,15 @@ class Process:
         return bool(value.item())
 
 
-def _running_as_script() -> bool:
-    """True when the program is a training script started as `python script.py` (or by torchrun), not a
-    test or another program that imported it."""
-    main = sys.modules.get("__main__")
-    return (main is not None and hasattr(main, "Args") and hasattr(main, "main")
-            and os.path.abspath(sys.argv[0]) == os.path.abspath(getattr(main, "__file__", "")))
-
-
-def use_passive_openmp() -> None:
-    """Idle OpenMP threads sleep instead of spinning: on a 2-core machine, spinning torch threads steal the
-    cores that the emulator threads and any other process need (measured: a 2-thread update ran 2x slower
-    beside another busy process). libgomp reads OMP_WAIT_POLICY once, when torch loads it, so a script
-    that runs without it sets it and starts itself again; a user's own setting wins, and importing a
-    script changes nothing."""
-    if "OMP_WAIT_POLICY" in os.environ or not _running_as_script():
-        return
-    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
-
-
 def setup_process(args: RunArgs) -> Process:
-    """Process-wide settings, once, before any env starts: threads, denormals, torchrun and seeds (the OpenMP
-    wait policy was settled by `parse`)."""
+    """Process-wide settings, once, before any env starts: threads, denormals, torchrun and seeds.
+
+    OpenMP keeps its default wait policy: libgomp's threads spin for a while after each parallel region
+    before they sleep, so the many small ops of an update find them awake. Measured on a 2-core Xeon
+    (benchmark/results/openmp_wait_policy.md): OMP_WAIT_POLICY=PASSIVE, which puts them to sleep at once,
+    made DQN 1.6x, PPO 1.15x and A2C 1.13x slower. Two runs that each use every core of the same machine
+    are many times slower whatever the policy (their threads wait at every op for a thread that is not
+    running): give each run its share with --torch-threads, as benchmark/run.py --parallel does."""
     # torchrun sets these; a plain `python script.py` is rank 0 of a world of 1.
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))

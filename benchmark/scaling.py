@@ -37,7 +37,7 @@ def run(script: str, workers: int, steps: int) -> float:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(workers),
                os.path.join(ROOT, script), "--total-timesteps", str(steps), "--eval-episodes", "0", "--no-progress",
                "--runs-dir", runs, "--run-name", "s"]
-        subprocess.run(cmd, check=True, capture_output=True, env=dict(os.environ, OMP_WAIT_POLICY="PASSIVE"))
+        subprocess.run(cmd, check=True, capture_output=True)
         events = EventAccumulator(os.path.join(runs, "s"), size_guidance={"scalars": 0}).Reload()
         return steps_per_second([(e.step, e.wall_time) for e in events.Scalars("charts/SPS")], steps // 5)
 

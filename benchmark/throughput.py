@@ -18,7 +18,8 @@ only figures taken in one run, on one machine. What it measures, in order:
      argmax for DQN, 16 sampled for A2C) in a tight loop, and random-action steps of
      `wrappers.make_vector_env` on each backend (native, sync, async) at each script's number of envs.
      Env + forward + update, each at its bare cost, is the serial ceiling: what the loop would reach if
-     it added nothing to its parts.
+     it added nothing to its parts; the longer of env and forward, plus the update, is the overlapped
+     ceiling (`--overlap`, where there are cores to spare for both at once).
   4. Our scripts at their defaults, each a subprocess (`--eval-episodes 0 --no-progress`, DQN also
      `--learning-starts 1000 --buffer-size 100000`), read from their TensorBoard events: agent steps/s
      and the seconds of each phase (time/env, time/inference, time/replay, time/update, cumulative) per
@@ -204,6 +205,17 @@ def serial_ceiling(bare: dict[str, float], per: int = PER) -> float | None:
     if not {"env", "inference", "update"} <= bare.keys():
         return None
     return per / sum(bare[p] for p in ("env", "inference", "update"))
+
+
+def overlapped_ceiling(w: Workload, bare: dict[str, float], per: int = PER) -> float | None:
+    """Agent steps/s of a loop that steps one half of the envs while the network acts for the other
+    (--overlap), at bare cost: the rollout takes the longer of env and inference, then the update. None
+    for a script that cannot split its envs (one env) or without all three costs. It assumes cores to
+    spare for both at once; where env and inference each already fill the cores (2 cores), no loop
+    reaches it."""
+    if w.num_envs < 2 or not {"env", "inference", "update"} <= bare.keys():
+        return None
+    return per / (max(bare["env"], bare["inference"]) + bare["update"])
 
 
 @dataclass(frozen=True)
@@ -560,9 +572,8 @@ def bare_forward(script: str, w: Workload):
     if script == "dqn":
         q = module.QNetwork(NUM_ACTIONS, channels_last=args.channels_last).eval()
 
-        def act():
-            with torch.inference_mode(), autocast:
-                return q(torch.from_numpy(obs)).argmax(dim=1).numpy()
+        def act():  # the script's own acting, greedy (it computes Q in fp32 whatever --bf16 says)
+            return module.epsilon_greedy(q, obs, 0.0, NUM_ACTIONS, torch.device("cpu"))
 
         return act, f"batch {w.num_envs}, argmax Q"
     network = module.Agent if module is not None else script_module("ppo").Agent
@@ -883,7 +894,8 @@ def script_figures(setup: Setup, results: Results, script: str) -> dict:
                              phases=median_phases(ok), rounds=len(ok))
     flops = update_flops(w.update_batch, NUM_ACTIONS, w.value_head, w.target_forward)
     return dict(update_s=update_s, forward_s=forward_s, env_sps=env_sps, bare=bare, runs=runs, flops=flops,
-                update_ceiling=update_ceiling(w, update_s), serial_ceiling=serial_ceiling(bare))
+                update_ceiling=update_ceiling(w, update_s), serial_ceiling=serial_ceiling(bare),
+                overlapped_ceiling=overlapped_ceiling(w, bare))
 
 
 def report(setup: Setup, results: Results, meta: dict) -> list[str]:
@@ -971,7 +983,8 @@ def report(setup: Setup, results: Results, meta: dict) -> list[str]:
                 bare_total = sum(f["bare"].values()) if f["serial_ceiling"] else None
                 rows.append(["**total**", fmt(total, 2), fmt(bare_total, 2), fmt_overhead(overhead(total, bare_total))])
                 ceilings = [f"{ratio(run['sps'], c):.2f} of the {name} ceiling ({c:,.0f})" for name, c in
-                            (("serial", f["serial_ceiling"]), ("update-only", f["update_ceiling"])) if c]
+                            (("serial", f["serial_ceiling"]), ("overlapped", f["overlapped_ceiling"]),
+                             ("update-only", f["update_ceiling"])) if c]
                 lines += [f"**{s}** ({title}): {run['sps']:,.0f} agent steps/s after warm-up ({fmt(run['sps_whole'])} "
                           f"over the whole run, as the script reports it)" + "".join(f"; {c}" for c in ceilings), ""]
                 lines += table(["phase", f"loop, s per {PER:,} steps", "bare", "overhead (loop / bare - 1)"], rows)
@@ -980,7 +993,8 @@ def report(setup: Setup, results: Results, meta: dict) -> list[str]:
               "Agent steps/s after the warm-up, medians over the rounds, all measured in this run. Peers: "
               "CleanRL's own scripts (gymnasium 0.29.1, ale-py 0.9.1), Stable-Baselines3 2.9.2 at the rl-zoo "
               "Atari settings (benchmark/sb3_speed.py). Ceilings: update-only = the bare update's time alone; "
-              "serial = env + forward + update, each at its bare cost.", ""]
+              "serial = env + forward + update, each at its bare cost; overlapped = the longer of env and forward, "
+              "then the update (--overlap with cores to spare for both; none for DQN's one env).", ""]
     rows = []
     for s in setup.scripts:
         f = figures[s]
@@ -988,9 +1002,11 @@ def report(setup: Setup, results: Results, meta: dict) -> list[str]:
         cleanrl, sb3 = f["runs"].get("cleanrl", {}).get("sps"), f["runs"].get("sb3", {}).get("sps")
         rows.append([s, fmt(ours), fmt(cleanrl), fmt_ratio(ratio(ours, cleanrl)), fmt(sb3), fmt_ratio(ratio(ours, sb3)),
                      fmt(f["update_ceiling"]), fmt_ratio(ratio(ours, f["update_ceiling"])), fmt(f["serial_ceiling"]),
-                     fmt_ratio(ratio(ours, f["serial_ceiling"]))])
+                     fmt_ratio(ratio(ours, f["serial_ceiling"])), fmt(f["overlapped_ceiling"]),
+                     fmt_ratio(ratio(ours, f["overlapped_ceiling"]))])
     lines += table(["script", "ours", "CleanRL", "ours / CleanRL", "SB3", "ours / SB3", "update-only ceiling",
-                    "ours / update-only", "serial ceiling", "ours / serial"], rows)
+                    "ours / update-only", "serial ceiling", "ours / serial", "overlapped ceiling",
+                    "ours / overlapped"], rows)
     if setup.ref:
         rows = []
         for s in setup.scripts:
@@ -1112,9 +1128,6 @@ def prepare(opts: argparse.Namespace) -> Setup:
 def main(argv: list[str] | None = None) -> int:
     opts = parse_args(argv)
     peer_env = {k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"}  # before our settings below
-    # Our scripts run torch with passive OpenMP threads (harness.use_passive_openmp); the bare costs are
-    # measured the same way. It must be set before torch loads; the peers run with the environment as it was.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     for sig in (signal.SIGTERM, signal.SIGHUP):  # a kill still runs the `finally`s: SIGCONT, worktree removal
         signal.signal(sig, lambda signum, frame: sys.exit(128 + signum))
     try:

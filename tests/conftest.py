@@ -2,15 +2,9 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
-
-# A training script that starts without OMP_WAIT_POLICY sets it and starts itself again (harness.py,
-# use_passive_openmp), importing torch twice; the tests' many short runs start with it set instead.
-# tests/test_harness.py checks the restart itself with the variable removed.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def interrupt_when_running(script: str, argv: list[str], run_dir, signum: int, cwd,

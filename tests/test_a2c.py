@@ -25,9 +25,9 @@ RUN_NAME = "--run_name"
 # Four updates of 2 envs x 5 steps, every update logged: every code path, in seconds.
 TINY = ["--num-envs", "2", "--num-steps", "5", "--total-timesteps", "40", "--log-every", "10", "--eval-episodes", "0",
         "--no-progress", "--torch-threads", "1", "--env-threads", "1"]
-# A script started without OMP_WAIT_POLICY starts itself again to set it (harness.use_passive_openmp); set
-# here, each run imports torch once instead of twice.
-ENV = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", OMP_NUM_THREADS="1")
+# Subprocess runs (torchrun's workers among them) get one OpenMP thread each: two 2-thread processes on 2 cores
+# crawl (benchmark/results/openmp_wait_policy.md).
+ENV = dict(os.environ, OMP_NUM_THREADS="1")
 
 
 def column(*xs: float) -> torch.Tensor:

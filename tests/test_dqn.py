@@ -344,6 +344,7 @@ def test_same_seed_same_weights(tmp_path):
         (["--num-envs", "0"], "--num-envs"),
         (["--buffer-size", "4"], "--buffer-size"),
         (["--save-replay"], "--save-model"),
+        (["--overlap", "--num-envs", "2"], "DQN steps its envs serially"),
         (["--checkpoint-every", "0"], "--checkpoint-every"),
         (["--end-e", "2"], "--end-e must be in [0, 1]"),
         (["--learning-rate", "nan"], "--learning-rate must be a finite number above 0, got nan"),
@@ -399,3 +400,19 @@ def test_sigterm_saves_checkpoint_and_replay_that_resume(tmp_path):
     result = run_script("--resume", str(run_dir), "--total-timesteps", str(step + 100), cwd=tmp_path)
     assert "warning" not in result.stderr and "100 agent steps" in result.stderr
     assert torch.load(run_dir / "checkpoint.pt", weights_only=True)["global_step"] == step + 100
+
+
+def test_a_bf16_target_network_gives_the_targets_of_autocast_over_float32_weights():
+    """main() holds the target network in bf16 under --bf16 (faster: no cast of its weights per update);
+    autocast rounds float32 weights to the same bf16 values, so the Q-values must be bit-identical."""
+    torch.manual_seed(0)
+    online = dqn_atari.QNetwork(4, channels_last=True)
+    target_fp32 = dqn_atari.QNetwork(4, channels_last=True)
+    target_bf16 = dqn_atari.QNetwork(4, channels_last=True).to(dtype=torch.bfloat16)
+    target_fp32.load_state_dict(online.state_dict())
+    target_bf16.load_state_dict(online.state_dict())  # what main() does at each copy
+    frames = torch.randint(0, 256, (32, 4, 84, 84), dtype=torch.uint8)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        expected, got = target_fp32(frames), target_bf16(frames)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)

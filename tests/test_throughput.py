@@ -102,11 +102,14 @@ def test_ceilings_from_hand_made_costs():
     bare = tp.bare_seconds(PPO, env_sps=2048, forward_seconds=0.002, update_seconds=0.05)
     assert bare == pytest.approx({"env": 0.5, "inference": 129 * 0.002, "update": 16 * 0.05})
     assert tp.serial_ceiling(bare) == pytest.approx(1024 / (0.5 + 0.258 + 0.8))
+    assert tp.overlapped_ceiling(PPO, bare) == pytest.approx(1024 / (0.5 + 0.8))  # env hides the forward passes
     bare = tp.bare_seconds(DQN, env_sps=1024, forward_seconds=0.001, update_seconds=0.01)
     assert bare == pytest.approx({"env": 1.0, "inference": 1.024, "update": 2.56})
+    assert tp.overlapped_ceiling(DQN, bare) is None  # one env: nothing to overlap
     bare = tp.bare_seconds(A2C, env_sps=None, forward_seconds=0.004, update_seconds=0.1)
     assert bare == pytest.approx({"inference": 12.8 * 6 * 0.004, "update": 12.8 * 0.1})
     assert tp.serial_ceiling(bare) is None  # no env cost measured: no serial ceiling
+    assert tp.overlapped_ceiling(A2C, bare) is None
 
 
 def point(step, wall, sps=None, **phases):
