@@ -185,8 +185,9 @@ def test_report_from_hand_made_results(tmp_path):
                 cores=2, torch="2.13.0", bf16=False, load_before="0", load_after="0", rounds=1, paused="")
     text = "\n".join(tp.report(setup, results, meta))
     # ours is the median of 300 and 200; the update-only ceiling 1,024 / (16 x 0.05 s) = 1,280; the serial one
-    # 1,024 / (0.5 + 0.258 + 0.8) = 657
-    assert "| ppo | 250 | 125 | 2.00 | 500 | 0.50 | 1,280 | 0.20 | 657 | 0.38 |" in text
+    # 1,024 / (0.5 + 0.258 + 0.8) = 657; the overlapped one 1,024 / (max(0.5, 0.258) + 0.8) = 788
+    assert "| ppo | 250 | 125 | 2.00 | 500 | 0.50 | 1,280 | 0.20 | 657 | 0.38 | 788 | 0.32 |" in text
+    assert "0.32 of the overlapped ceiling (788)" in text
     assert "| ppo | 250 | 250 | 1.00 |" in text  # before (abc1234) and after
     assert "| update | 2.00 | 0.80 | +150% |" in text
     assert "exit status 1: boom" in text
