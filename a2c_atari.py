@@ -272,13 +272,14 @@ def main() -> None:
     act = harness.sampling_act(agent, proc)
 
     # Rollout buffers, preallocated; slot t holds step t of every env. The network's inputs and outputs live
-    # on the device; the per-step flags from the envs are gathered in NumPy and moved once per rollout.
+    # on the device, the frames in the network's memory format (harness.frame_buffer); the per-step flags
+    # from the envs are gathered in NumPy and moved once per rollout.
     # Done-flag convention (NEXT_STEP autoreset): terminated[t] = life lost or game over after action t,
     # do not bootstrap; episode_ends[t] = game over or truncation at t, so step t+1 is a reset step;
     # valid[t] = 0 for a reset step (obs[t] is the last frame of a finished game, its action is ignored),
     # which the loss weighs 0. A truncation is not a termination: it bootstraps from V(obs[t+1]).
     obs_shape = parts[0][0].single_observation_space.shape
-    obs = torch.zeros((args.num_steps, args.num_envs) + obs_shape, dtype=torch.uint8, device=device)
+    obs = harness.frame_buffer((args.num_steps, args.num_envs) + obs_shape, args.channels_last, device)
     actions = torch.zeros((args.num_steps, args.num_envs), dtype=torch.long, device=device)
     values = torch.zeros((args.num_steps, args.num_envs), device=device)
     rewards_np = np.zeros((args.num_steps, args.num_envs), dtype=np.float32)
@@ -317,7 +318,7 @@ def main() -> None:
                     if step < args.num_steps:  # act for this part at step
                         with run.timer("inference"):
                             obs[step, cols] = next_obs[part]
-                            logits, values[step, cols] = agent(next_obs[part])
+                            logits, values[step, cols] = agent(obs[step, cols])  # in the buffer's layout
                             actions[step, cols] = Categorical(logits=logits, validate_args=False).sample()
                             action_np = actions[step, cols].cpu().numpy()
                         with run.timer("env"):

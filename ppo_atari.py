@@ -272,14 +272,15 @@ def main() -> None:
     act = harness.sampling_act(agent, proc)
 
     # Rollout buffers, preallocated; slot t holds step t of every env. The network's inputs and outputs live
-    # on the device; the per-step flags from the envs are gathered in NumPy and moved once per rollout.
+    # on the device, the frames in the network's memory format (harness.frame_buffer); the per-step flags
+    # from the envs are gathered in NumPy and moved once per rollout.
     # Done-flag convention (NEXT_STEP autoreset): terminated[t] = life lost or game over after action t,
     # do not bootstrap; episode_ends[t] = game over or truncation at t, so step t+1 is a reset step;
     # valid[t] = 0 for a reset step (obs[t] is the last frame of a finished game, its action is ignored),
     # which the loss and the advantage statistics weigh 0. A truncation is not a termination: it
     # bootstraps from V(obs[t+1]), the game's last observation.
     obs_shape = parts[0][0].single_observation_space.shape
-    obs = torch.zeros((args.num_steps, args.num_envs) + obs_shape, dtype=torch.uint8, device=device)
+    obs = harness.frame_buffer((args.num_steps, args.num_envs) + obs_shape, args.channels_last, device)
     actions = torch.zeros((args.num_steps, args.num_envs), dtype=torch.long, device=device)
     log_probs = torch.zeros((args.num_steps, args.num_envs), device=device)
     values = torch.zeros((args.num_steps, args.num_envs), device=device)
@@ -318,7 +319,7 @@ def main() -> None:
                     if step < args.num_steps:  # act for this part at step
                         with run.timer("inference"):
                             obs[step, cols] = next_obs[part]
-                            logits, values[step, cols] = agent(next_obs[part])
+                            logits, values[step, cols] = agent(obs[step, cols])  # in the buffer's layout
                             policy = Categorical(logits=logits, validate_args=False)
                             actions[step, cols] = policy.sample()
                             log_probs[step, cols] = policy.log_prob(actions[step, cols])
@@ -346,7 +347,7 @@ def main() -> None:
                 for start in range(0, batch_size, minibatch_size):
                     mb = order[start : start + minibatch_size]
                     with proc.autocast:
-                        logits, new_values = agent(b_obs[mb])
+                        logits, new_values = agent(harness.gather_frames(b_obs, mb))
                     new_dist = Categorical(logits=logits, validate_args=False)
                     mb_advantages = b_advantages[mb]
                     if args.norm_adv:

@@ -314,3 +314,21 @@ def test_every_script_writes_the_common_tags(tmp_path, script):
     written = tags(tmp_path / "out" / "s")
     assert COMMON_TAGS <= written, COMMON_TAGS - written
     assert any(t.startswith("losses/") for t in written)
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_frame_buffer_slices_and_gathered_minibatches_hold_the_frames_in_the_network_layout(channels_last):
+    buffer = harness.frame_buffer((3, 4, 4, 6, 5), channels_last, torch.device("cpu"))
+    assert buffer.shape == (3, 4, 4, 6, 5) and buffer.dtype == torch.uint8 and not buffer.any()
+    frames = torch.randint(0, 256, (12, 4, 6, 5), dtype=torch.uint8)
+    for step in range(3):
+        buffer[step, 0:2] = frames[4 * step : 4 * step + 2]  # two halves written apart, as --overlap does
+        buffer[step, 2:4] = frames[4 * step + 2 : 4 * step + 4]
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    assert buffer[1, 2:4].is_contiguous(memory_format=layout)  # what the rollout's forward pass reads
+    flat = buffer.reshape(-1, 4, 6, 5)
+    assert flat.data_ptr() == buffer.data_ptr(), "the minibatch source must be a view, not a copy per update"
+    assert torch.equal(flat, frames)
+    index = torch.tensor([11, 0, 5, 5, 7])
+    minibatch = harness.gather_frames(flat, index)
+    assert torch.equal(minibatch, frames[index]) and minibatch.is_contiguous(memory_format=layout)
