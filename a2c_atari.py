@@ -263,6 +263,8 @@ def main() -> None:
                                            repeat_action_probability=args.repeat_action_probability)
     num_actions = int(parts[0][0].single_action_space.n)
     agent = Agent(num_actions, channels_last=args.channels_last).to(device)
+    if args.compile:  # see --help: faster here after a start-up compile, other numerics
+        agent.compile()
     optimizer, learning_rate = make_optimizer(agent, args)
     run = harness.Run(args, proc, "a2c", agent, optimizer, checkpoint, num_iterations * steps_per_iteration,
                       num_actions, settings=dict(batch_size=batch_size, num_iterations=num_iterations))

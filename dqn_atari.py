@@ -435,6 +435,9 @@ def main() -> None:
     # ~0.4 ms (~4%) faster. Copies into it (load_state_dict) round the online weights.
     target_network = QNetwork(num_actions, channels_last=args.channels_last).to(
         device, dtype=torch.bfloat16 if args.bf16 else None)
+    if args.compile:  # see --help: slower for DQN here, kept for machines where it pays
+        q_network.compile()
+        target_network.compile()
     if hp.optimizer == "adam":
         optimizer = torch.optim.Adam(q_network.parameters(), lr=hp.learning_rate, fused=args.fused_adam or None)
     else:  # centered RMSProp without momentum, as DeepMind's code and Dopamine's dqn_nature.gin

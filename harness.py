@@ -126,6 +126,12 @@ class RunArgs:
     fused_adam: bool = True
     """torch's fused Adam kernel where the optimizer is Adam: the same update in one pass over the
     parameters instead of a dozen small ops; results may differ from the loop's in the last bits"""
+    compile: bool = False
+    """torch.compile the network (nn.Module.compile, TorchInductor). Off by default: it costs a compile at
+    the start (about 25 s on 2 cores, a few with TorchInductor's cache warm) and changes the numerics (its
+    fused kernels round differently), so the same seed gives other losses. After the compile, on a 2-core
+    Xeon: PPO 6-11% more agent steps/s, A2C 0-5%, DQN 2-6% fewer; a cold compile pays for itself after
+    about 200k PPO agent steps (benchmark/results/compile.md)"""
 
     save_model: bool = False
     """save the model at the end and a checkpoint every --checkpoint-every agent steps"""
@@ -158,8 +164,8 @@ class RunArgs:
 # it reports and of how long it goes on, not of what it learns: --resume takes them from the command line
 # when given there (a run may continue on another machine), and every other setting from the checkpoint.
 RESUMABLE_FLAGS = ("total_timesteps", "cuda", "env_backend", "env_threads", "torch_threads", "inference_threads",
-                   "overlap", "channels_last", "bf16", "fused_adam", "flush_denormal", "eval_every", "eval_episodes",
-                   "eval_video", "progress")
+                   "overlap", "channels_last", "bf16", "fused_adam", "compile", "flush_denormal", "eval_every",
+                   "eval_episodes", "eval_video", "progress")
 
 
 def fail(msg: str) -> None:

@@ -262,6 +262,8 @@ def main() -> None:
                                            repeat_action_probability=args.repeat_action_probability)
     num_actions = int(parts[0][0].single_action_space.n)
     agent = Agent(num_actions, channels_last=args.channels_last).to(device)
+    if args.compile:  # see --help: faster here after a start-up compile, other numerics
+        agent.compile()
     optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=args.adam_eps,
                                  fused=args.fused_adam or None)
     run = harness.Run(args, proc, "ppo", agent, optimizer, checkpoint, num_iterations * steps_per_iteration,

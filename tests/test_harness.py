@@ -4,6 +4,7 @@ evaluation, --run random, a NaN loss, torchrun across two launchers, and the log
 from __future__ import annotations
 
 import dataclasses
+import glob
 import os
 import random
 import socket
@@ -332,3 +333,24 @@ def test_frame_buffer_slices_and_gathered_minibatches_hold_the_frames_in_the_net
     index = torch.tensor([11, 0, 5, 5, 7])
     minibatch = harness.gather_frames(flat, index)
     assert torch.equal(minibatch, frames[index]) and minibatch.is_contiguous(memory_format=layout)
+
+
+def test_compile_compiles_the_network_and_saves_a_model_that_the_eager_network_loads(tmp_path, monkeypatch):
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["ppo_atari.py", *TINY, "--compile", "--save-model", "--run-name", "c",
+                                      "--no-flush-denormal"])
+    threads = torch.get_num_threads()
+    try:
+        ppo_atari.main()
+        graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+    finally:
+        torch.set_num_threads(threads)
+        torch._dynamo.reset()
+    assert graphs >= 1, "--compile ran the network eagerly"
+    model = glob.glob(str(tmp_path / "runs" / "c" / "*.model"))
+    assert len(model) == 1
+    saved = torch.load(model[0], weights_only=True)
+    ppo_atari.Agent(saved["num_actions"]).load_state_dict(saved["model"])  # strict: no _orig_mod. prefixes
