@@ -5,10 +5,16 @@ OMP_WAIT_POLICY=PASSIVE they sleep at once, and the next op must wake them. An u
 ops, so the policy shows in every phase. The scripts keep the default since this measurement; before it
 they set PASSIVE. The pair rows run two copies of the same script at once: each with every core (what a
 user gets who starts two runs by hand), and each with its share (`--torch-threads` and `--env-threads`
-cores / 2, as benchmark/run.py --parallel gives each run its own cores).
+cores / 2, each run pinned to its own half of the cores, as benchmark/run.py --parallel runs them).
 
     python benchmark/wait_policy.py                    # ppo, a2c, dqn; about 10 minutes on 2 cores
     python benchmark/wait_policy.py --scripts dqn --no-pairs
+    python benchmark/wait_policy.py --handoff          # the rollout's handoff under each spin count; 2 minutes
+
+`--handoff` times PPO's rollout alone, without the script around it: a forward pass of PPO's network on 8
+observations with a sampled action, then a step of 8 native envs, in turn, for 5 s per setting, under
+libgomp spin counts from 0 (PASSIVE) to unbounded (ACTIVE). Each hands the cores from the torch threads to
+the emulator threads and back; what it costs shows beside the bare costs of `throughput.py`.
 
 Every run is `SCRIPT --total-timesteps N --eval-episodes 0 --no-progress` at the script's defaults (DQN
 with `--learning-starts 1000 --buffer-size 100000`); steps/s come from charts/SPS's event times after the
@@ -23,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 
+from run import core_slots
 from scaling import ROOT, steps_per_second
 
 STEPS = {"ppo": 16_384, "a2c": 40_000, "dqn": 6_000}
@@ -35,12 +42,14 @@ def policy_env(policy: str) -> dict[str, str]:
     return dict(env, OMP_WAIT_POLICY="PASSIVE") if policy == "PASSIVE" else env
 
 
-def start(script: str, steps: int, runs: str, name: str, env: dict, threads: int | None) -> subprocess.Popen:
+def start(script: str, steps: int, runs: str, name: str, env: dict, threads: int | None,
+          cores: set[int] | None = None) -> subprocess.Popen:
     cmd = [sys.executable, os.path.join(ROOT, f"{script}_atari.py"), "--total-timesteps", str(steps),
            "--eval-episodes", "0", "--no-progress", "--runs-dir", runs, "--run-name", name, *EXTRA.get(script, [])]
     if threads is not None:
         cmd += ["--torch-threads", str(threads), "--env-threads", str(threads)]
-    return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=(lambda: os.sched_setaffinity(0, cores)) if cores else None)
 
 
 def measure(script: str, policy: str, copies: int, threads: int | None, steps: int) -> list[float]:
@@ -48,7 +57,9 @@ def measure(script: str, policy: str, copies: int, threads: int | None, steps: i
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     with tempfile.TemporaryDirectory() as runs:
-        processes = [start(script, steps, runs, f"r{i}", policy_env(policy), threads) for i in range(copies)]
+        slots = core_slots(copies) if threads is not None else None  # a share each: pinned to it
+        processes = [start(script, steps, runs, f"r{i}", policy_env(policy), threads, slots[i] if slots else None)
+                     for i in range(copies)]
         for process in processes:
             _, err = process.communicate()
             if process.returncode != 0:
@@ -60,11 +71,76 @@ def measure(script: str, policy: str, copies: int, threads: int | None, steps: i
         return figures
 
 
+SPIN_COUNTS = ["0", "1000", "10000", "30000", "100000", "default", "ACTIVE"]
+
+
+def handoff_child() -> None:
+    """Print the mean ms of a forward pass and of an env step, alternating, after 100 warm-up steps."""
+    import time
+
+    import numpy as np
+    import torch
+    from torch.distributions.categorical import Categorical
+
+    sys.path.insert(0, ROOT)
+    import harness
+    import ppo_atari
+    import wrappers
+
+    envs = wrappers.make_vector_env("BreakoutNoFrameskip-v4", 8, backend="native")
+    obs, _ = envs.reset(seed=0)
+    agent = ppo_atari.Agent(int(envs.single_action_space.n), channels_last=True).eval()
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=harness.native_bf16())
+    forward = step = 0.0
+    n = 0
+    with torch.inference_mode(), autocast:
+        start = time.perf_counter()
+        while time.perf_counter() - start < 5.0 or n < 200:
+            t0 = time.perf_counter()
+            logits, _ = agent(torch.from_numpy(obs))
+            actions = Categorical(logits=logits, validate_args=False).sample().numpy()
+            t1 = time.perf_counter()
+            obs = envs.step(actions)[0]
+            t2 = time.perf_counter()
+            if n >= 100:
+                forward, step = forward + t1 - t0, step + t2 - t1
+            n += 1
+    print(f"{forward / (n - 100) * 1e3:.3f} {step / (n - 100) * 1e3:.3f}")
+
+
+def handoff() -> None:
+    print("PPO's rollout without the script: a forward pass on 8 observations, then a step of 8 native envs,")
+    print("in turn for 5 s; ms each, and seconds per 1,024 agent steps (128 of each)\n")
+    print("| libgomp spin count | forward pass, ms | env step, ms | s per 1,024 agent steps |")
+    print("|---|---:|---:|---:|")
+    for spin in SPIN_COUNTS:
+        env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+        if spin == "ACTIVE":
+            env["OMP_WAIT_POLICY"] = "ACTIVE"
+        elif spin != "default":
+            env["GOMP_SPINCOUNT"] = spin
+        done = subprocess.run([sys.executable, os.path.abspath(__file__), "--handoff-child"], env=env,
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            sys.exit(f"handoff under spin count {spin} failed: {done.stderr.strip().splitlines()[-1:]}")
+        forward, step = (float(x) for x in done.stdout.split())
+        label = {"0": "0 (PASSIVE)", "default": "300,000 (libgomp's default)", "ACTIVE": "unbounded (ACTIVE)"}
+        print(f"| {label[spin] if spin in label else f'{int(spin):,}'} | {forward:.2f} | {step:.2f} | {(forward + step) * 0.128:.3f} |",
+              flush=True)
+
+
 def main() -> None:
+    if "--handoff-child" in sys.argv:
+        handoff_child()
+        return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scripts", default="ppo,a2c,dqn", help="comma-separated: ppo, a2c, dqn")
     parser.add_argument("--no-pairs", action="store_true", help="only the runs alone")
+    parser.add_argument("--handoff", action="store_true", help="only the rollout's handoff under each spin count")
     opts = parser.parse_args()
+    if opts.handoff:
+        handoff()
+        return
     scripts = [s for s in opts.scripts.split(",") if s]
     if not scripts or any(s not in STEPS for s in scripts):
         sys.exit(f"--scripts: choose from {', '.join(STEPS)}")
