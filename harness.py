@@ -32,6 +32,7 @@ import dataclasses
 import math
 import os
 import random
+import shutil
 import signal
 import sys
 import time
@@ -215,6 +216,10 @@ def check_run_args(args: RunArgs) -> None:
         fail(f"--overlap steps the envs in two halves: --num-envs must be even, got {args.num_envs}")
     if args.run is not None and args.resume is not None:
         fail("--run replays a model file and --resume continues a training run: give one of them")
+    compilers = (os.environ.get("CXX", ""), "g++", "c++", "clang++")
+    if args.compile and args.run is None and not any(shutil.which(c) for c in compilers if c):
+        fail("--compile needs a C++ compiler for TorchInductor's CPU kernels and found none (CXX, g++, c++, "
+             "clang++): install one (e.g. apt install g++) or leave out --compile")
     try:
         wrappers.resolve_game(args.env_id)
     except wrappers.EnvIdError as e:

@@ -7,6 +7,7 @@ import dataclasses
 import glob
 import os
 import random
+import shutil
 import socket
 import subprocess
 import sys
@@ -200,6 +201,17 @@ def test_bad_shared_settings_end_in_one_line_before_anything_starts(tmp_path, ar
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]
 
 
+def test_compile_without_a_cpp_compiler_ends_in_one_line_before_anything_starts(tmp_path):
+    (tmp_path / "bin").mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "CXX"}
+    env["PATH"] = str(tmp_path / "bin")  # no g++, c++ or clang++ to be found
+    result = run([*TINY, "--compile"], cwd=tmp_path, check=False, env=env)
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--compile needs a C++ compiler" in lines[0], result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bin"]
+
+
 # --- a loss that is no longer finite ------------------------------------------------------------------------------
 
 def test_a_nan_loss_stops_training_and_keeps_the_last_checkpoint(tmp_path):
@@ -335,6 +347,8 @@ def test_frame_buffer_slices_and_gathered_minibatches_hold_the_frames_in_the_net
     assert torch.equal(minibatch, frames[index]) and minibatch.is_contiguous(memory_format=layout)
 
 
+@pytest.mark.skipif(not any(shutil.which(c) for c in ("g++", "c++", "clang++")),
+                    reason="TorchInductor needs a C++ compiler; without one --compile stops in one line (tested above)")
 def test_compile_compiles_the_network_and_saves_a_model_that_the_eager_network_loads(tmp_path, monkeypatch):
     import torch._dynamo
 
