@@ -7,7 +7,7 @@ they set PASSIVE. The pair rows run two copies of the same script at once: each 
 user gets who starts two runs by hand), and each with its share (`--torch-threads` and `--env-threads`
 cores / 2, each run pinned to its own half of the cores, as benchmark/run.py --parallel runs them).
 
-    python benchmark/wait_policy.py                    # ppo, a2c, dqn; about 10 minutes on 2 cores
+    python benchmark/wait_policy.py                    # ppo, a2c, dqn; at most 300 s a measurement: up to 90 minutes on 2 cores
     python benchmark/wait_policy.py --scripts dqn --no-pairs
     python benchmark/wait_policy.py --handoff          # the rollout's handoff under each spin count; 2 minutes
 
@@ -18,7 +18,8 @@ the emulator threads and back; what it costs shows beside the bare costs of `thr
 
 Every run is `SCRIPT --total-timesteps N --eval-episodes 0 --no-progress` at the script's defaults (DQN
 with `--learning-starts 1000 --buffer-size 100000`); steps/s come from charts/SPS's event times after the
-first fifth of the run. Pause other busy processes first.
+first fifth of the run. A measurement still running after 300 s is stopped and reported unfinished (a pair
+with every core each can crawl for hours). Pause other busy processes first.
 """
 
 from __future__ import annotations
@@ -28,12 +29,14 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 
 from run import core_slots
 from scaling import ROOT, steps_per_second
 
 STEPS = {"ppo": 16_384, "a2c": 40_000, "dqn": 6_000}
 EXTRA = {"dqn": ["--learning-starts", "1000", "--buffer-size", "100000"]}
+LIMIT = 300.0  # seconds a measurement may take before it is reported as unfinished
 POLICIES = {"PASSIVE": "OMP_WAIT_POLICY=PASSIVE", "default": "libgomp's default (spin, then sleep)"}
 
 
@@ -52,16 +55,25 @@ def start(script: str, steps: int, runs: str, name: str, env: dict, threads: int
                             preexec_fn=(lambda: os.sched_setaffinity(0, cores)) if cores else None)
 
 
-def measure(script: str, policy: str, copies: int, threads: int | None, steps: int) -> list[float]:
-    """Agent steps/s of each of `copies` runs of `script` started together."""
+def measure(script: str, policy: str, copies: int, threads: int | None, steps: int,
+            limit: float = LIMIT) -> list[float] | None:
+    """Agent steps/s of each of `copies` runs of `script` started together; None when they were still
+    running after `limit` seconds (then they are stopped: a pair with every core each can crawl for hours)."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     with tempfile.TemporaryDirectory() as runs:
         slots = core_slots(copies) if threads is not None else None  # a share each: pinned to it
         processes = [start(script, steps, runs, f"r{i}", policy_env(policy), threads, slots[i] if slots else None)
                      for i in range(copies)]
+        deadline = time.monotonic() + limit
         for process in processes:
-            _, err = process.communicate()
+            try:
+                _, err = process.communicate(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                for p in processes:
+                    p.kill()
+                    p.communicate()
+                return None
             if process.returncode != 0:
                 sys.exit(f"{script} failed: {err.strip().splitlines()[-1] if err.strip() else process.returncode}")
         figures = []
@@ -72,6 +84,7 @@ def measure(script: str, policy: str, copies: int, threads: int | None, steps: i
 
 
 SPIN_COUNTS = ["0", "1000", "10000", "30000", "100000", "default", "ACTIVE"]
+SPIN_LABELS = {"0": "0 (PASSIVE)", "default": "300,000 (libgomp's default)", "ACTIVE": "unbounded (ACTIVE)"}
 
 
 def handoff_child() -> None:
@@ -124,8 +137,7 @@ def handoff() -> None:
         if done.returncode != 0:
             sys.exit(f"handoff under spin count {spin} failed: {done.stderr.strip().splitlines()[-1:]}")
         forward, step = (float(x) for x in done.stdout.split())
-        label = {"0": "0 (PASSIVE)", "default": "300,000 (libgomp's default)", "ACTIVE": "unbounded (ACTIVE)"}
-        print(f"| {label[spin] if spin in label else f'{int(spin):,}'} | {forward:.2f} | {step:.2f} | {(forward + step) * 0.128:.3f} |",
+        print(f"| {SPIN_LABELS[spin] if spin in SPIN_LABELS else f'{int(spin):,}'} | {forward:.2f} | {step:.2f} | {(forward + step) * 0.128:.3f} |",
               flush=True)
 
 
@@ -151,14 +163,13 @@ def main() -> None:
     print("|---|---|---:|---:|---:|")
     for script in scripts:
         for policy in POLICIES:
-            alone = measure(script, policy, 1, None, STEPS[script])[0]
-            cells = [f"{alone:,.0f}"]
+            runs = [measure(script, policy, 1, None, STEPS[script])]
             if not opts.no_pairs:
                 for threads in (None, share):
                     steps = STEPS[script] // 2 if threads is None else STEPS[script]  # crowded runs crawl
-                    pair = measure(script, policy, 2, threads, steps)
-                    cells.append(" + ".join(f"{x:,.0f}" for x in pair))
-            else:
+                    runs.append(measure(script, policy, 2, threads, steps))
+            cells = [" + ".join(f"{x:,.0f}" for x in r) if r else f"unfinished after {LIMIT:.0f} s" for r in runs]
+            if opts.no_pairs:
                 cells += ["-", "-"]
             print(f"| {script} | {POLICIES[policy]} | " + " | ".join(cells) + " |", flush=True)
 
