@@ -347,7 +347,7 @@ def run_metadata(run_dir: Path, games: list[str]) -> dict:
             commands = [c.replace(runs_parent, "$RUNS_DIR") for c in commands]
         return dict(algorithm=entry["algorithm"], game=entry["game"], seed=entry["seed"],
                     total_timesteps=entry["total_timesteps"], env_id=entry.get("env_id"), list=entry.get("list"),
-                    commands=commands, commits=sorted({a.get("commit", "unknown") for a in record.get("attempts", [])}),
+                    commands=commands, commits=list(dict.fromkeys(a.get("commit", "unknown") for a in record.get("attempts", []))),  # in order
                     finished=record.get("exit_status") == 0 and any(run_dir.glob("*.model")),
                     settings=record.get("settings"))
     import torch  # only for runs without a record: their model file says what they are
@@ -557,7 +557,8 @@ def render_readme(loaded: list[tuple[dict, dict]], results: list[dict], baseline
             f"{len(meta['segments'])} process{'es' if len(meta['segments']) > 1 else ''}; "
             f"{result['games']:,} training games, "
             f"score {fmt(result['final_score'])}, last evaluation {fmt(result['last_eval'])}"
-            + (f"; commit {', '.join(meta['commits'])}" if meta.get("commits") else ""),
+            + (f"; commit{'s' if len(meta['commits']) > 1 else ''} {', '.join(c[:7] for c in meta['commits'])}"
+               if meta.get("commits") else ""),
         ]
         if meta.get("commands"):
             lines += ["", "```bash", *meta["commands"], "```"]

@@ -19,6 +19,14 @@ whole rollouts with their updates. The last line printed is one JSON object: ste
 window_seconds, sps (agent steps/s in the window) and sps_whole (over the whole of `learn`).
 
     python benchmark/sb3_speed.py --algo ppo --steps 16384 --warmup 1024
+
+With `--scores FILE` it is also a learning run: every finished game (whole games, all lives, raw score, as
+SB3's Monitor counts them) is appended to FILE as CSV `agent_step,score,length_frames,seconds`, written as
+it happens, so a run that is stopped keeps what it played. Its agent_step and score are what the
+`charts/episodic_return` rows of `report.py`'s summaries hold for our runs, so the curves can be set side
+by side:
+
+    python benchmark/sb3_speed.py --algo a2c --steps 2000000 --warmup 80 --scores sb3_a2c_breakout.csv
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ def main() -> None:
     parser.add_argument("--learning-starts", type=int, default=1_000, help="dqn: agent steps before the first update")
     parser.add_argument("--env-id", default="BreakoutNoFrameskip-v4")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--scores", help="append every finished game to this CSV (agent_step,score,length_frames,seconds)")
     opts = parser.parse_args()
     if opts.warmup >= opts.steps:
         parser.error(f"--warmup {opts.warmup} leaves nothing of --steps {opts.steps} to measure")
@@ -64,6 +73,12 @@ def main() -> None:
                 self.mark = (self.num_timesteps, time.perf_counter())
 
         def _on_step(self) -> bool:
+            if scores is not None:
+                for info in self.locals["infos"]:
+                    if "episode" in info:  # SB3's Monitor, under the AtariWrapper: a whole game, raw score
+                        game = info["episode"]
+                        scores.write(f"{self.num_timesteps},{game['r']},{game['l']},{game['t']}\n")
+                        scores.flush()
             return True
 
         def _on_training_end(self) -> None:
@@ -85,6 +100,11 @@ def main() -> None:
                     learning_starts=opts.learning_starts, target_update_interval=1_000, train_freq=4,
                     gradient_steps=1, exploration_fraction=0.1, exploration_final_eps=0.01,
                     optimize_memory_usage=False, seed=opts.seed)
+    scores = None
+    if opts.scores:
+        scores = open(opts.scores, "a")
+        if scores.tell() == 0:
+            scores.write("agent_step,score,length_frames,seconds\n")
     clock = Clock(opts.warmup)
     start = time.perf_counter()
     model.learn(total_timesteps=opts.steps, callback=clock)
