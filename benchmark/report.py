@@ -20,6 +20,11 @@ Two steps, so that the results page can be rebuilt anywhere from files committed
    benchmark/README.md: the table beside the published numbers of benchmark/reference/, the aggregate over
    games, the figures, and for every number the summary it comes from and the commands that made the run.
    The lines between the two "hand-written" markers of benchmark/README.md are kept as they are.
+3. `--extract-peer SCORES_CSV` summarizes a peer's learning run made here, beside ours: the file of every
+   finished game that `benchmark/sb3_speed.py --scores` writes (agent_step,score,length_frames,seconds),
+   with the record it writes beside it when learning ends (SCORES.json: algorithm, game, seed, agent steps,
+   seconds, the system's name and version). Its summary is named {game}__{algo}__{seed}__{budget}__{peer},
+   and its row, curve and aggregate stand apart from ours, under the system's name.
 
 Scores (CleanRL's and Machado et al. 2018's conventions): the final score of a run is the mean raw game
 score of its last 100 training games; the human-normalized score is HNS = (score - random) / (human -
@@ -31,6 +36,7 @@ Precipice", NeurIPS, arXiv 2108.13264).
 Usage:
     python benchmark/report.py --extract runs/benchmark/cpu_2M                # every finished run under it
     python benchmark/report.py --extract runs/my_run --command "python ppo_atari.py ..." --doc results/my_run.md
+    python benchmark/report.py --extract-peer runs/sb3_a2c/scores.csv --doc results/a2c_vs_sb3.md
     python benchmark/report.py                                                # figures and README.md
 """
 
@@ -174,6 +180,7 @@ def run_result(meta: dict, scalars: dict) -> dict:
     seconds = meta["wall_clock_s"]
     return dict(
         name=meta["name"], algorithm=meta["algorithm"], game=meta["game"], seed=meta["seed"],
+        system=meta.get("system"),  # None: this repository's scripts; else a peer's run made here
         budget=meta["total_timesteps"], agent_steps=meta["agent_steps"], finished=meta.get("finished", True),
         final_score=final_score(train[2]), games=len(train[2]), last_eval=last_evaluation(evals[0], evals[2]),
         wall_clock_h=seconds / 3600, steps_per_s=meta["agent_steps"] / seconds if seconds > 0 else None,
@@ -181,10 +188,12 @@ def run_result(meta: dict, scalars: dict) -> dict:
 
 
 def group_runs(results: list[dict]) -> dict[tuple, list[dict]]:
-    """Runs by (game, algorithm, budget), seeds in order: the seeds of one experiment."""
+    """Runs by (game, algorithm, budget, system), seeds in order: the seeds of one experiment. System is ""
+    for ours, so that ours come before a peer's of the same game, algorithm and budget."""
     groups: dict[tuple, list[dict]] = {}
-    for r in sorted(results, key=lambda r: (r["game"], r["algorithm"], r["budget"], r["seed"])):
-        groups.setdefault((r["game"], r["algorithm"], r["budget"]), []).append(r)
+    key = lambda r: (r["game"], r["algorithm"], r["budget"], r.get("system") or "")  # noqa: E731
+    for r in sorted(results, key=lambda r: key(r) + (r["seed"],)):
+        groups.setdefault(key(r), []).append(r)
     return groups
 
 
@@ -193,7 +202,8 @@ def table_rows(results: list[dict], baselines: list[dict],
     """Rows of the results table: each experiment of ours (mean over its seeds), then the published scores
     of the same algorithm on the same game, each with its budget and protocol."""
     rows = []
-    for (game, algorithm, budget), runs in group_runs(results).items():
+    groups = list(group_runs(results).items())
+    for i, ((game, algorithm, budget, system), runs) in enumerate(groups):
         scores = np.array([r["final_score"] for r in runs])
         evals = [r["last_eval"] for r in runs if r["last_eval"] is not None]
         score = fmt(scores.mean()) + (f" ± {scores.std():.1f}" if len(runs) > 1 else "")
@@ -201,15 +211,17 @@ def table_rows(results: list[dict], baselines: list[dict],
         speeds = [r["steps_per_s"] for r in runs if r["steps_per_s"] is not None]
         seeds = ", ".join(f"[{r['seed']}](summaries/{r['name']}.json)" for r in runs)
         unfinished = [r for r in runs if not r["finished"]]
-        who = f"this repository, seed{'s' if len(runs) > 1 else ''} {seeds}"
+        who = f"{system + ', run here' if system else 'this repository'}, seed{'s' if len(runs) > 1 else ''} {seeds}"
         if unfinished:
             who += " **(in progress at " + ", ".join(f"{r['agent_steps']:,}" for r in unfinished) + " steps)**"
         protocol = (f"mean of the last {FINAL_GAMES} training games"
                     + (f", mean ± std over {len(runs)} seeds" if len(runs) > 1 else ", 1 seed")
-                    + ", NoFrameskip-v4, no sticky actions")
+                    + ", NoFrameskip-v4, no sticky actions" + (f", {system}'s own Atari wrappers" if system else ""))
         rows.append([algorithm, game, budget_label(budget), who, score, fmt(np.mean(evals)) if evals else "-", hns,
                      fmt(np.mean(speeds), 0) if speeds else "-",
                      f"{np.mean([r['wall_clock_h'] for r in runs]):.1f} h", protocol])
+        if i + 1 < len(groups) and groups[i + 1][0][:2] == (game, algorithm):
+            continue  # the published rows follow the last of this game's and algorithm's experiments
         for b in baselines:
             if b["algorithm"] == algorithm and b["game"] == game:
                 b_hns = fmt(human_normalized(b["score"], *reference[game]), 2) if game in reference else "-"
@@ -225,11 +237,11 @@ def aggregate_rows(results: list[dict], reference: dict[str, tuple[float, float]
     by_experiment: dict[tuple, dict[str, list[float]]] = {}
     for r in results:
         if r["game"] in reference and np.isfinite(r["final_score"]):
-            by_game = by_experiment.setdefault((r["algorithm"], r["budget"]), {})
+            by_game = by_experiment.setdefault((r["algorithm"], r["budget"], r.get("system") or ""), {})
             by_game.setdefault(r["game"], []).append(human_normalized(r["final_score"], *reference[r["game"]]))
-    for (algorithm, budget), by_game in sorted(by_experiment.items()):
+    for (algorithm, budget, system), by_game in sorted(by_experiment.items()):
         a = aggregate(by_game)
-        rows.append([algorithm, budget_label(budget), str(a["games"]), str(a["runs"]),
+        rows.append([algorithm + (f" ({system})" if system else ""), budget_label(budget), str(a["games"]), str(a["runs"]),
                      f"{a['iqm']:.2f} [{a['ci'][0]:.2f}, {a['ci'][1]:.2f}]", f"{a['median']:.2f}"])
     return rows
 
@@ -347,7 +359,8 @@ def run_metadata(run_dir: Path, games: list[str]) -> dict:
             commands = [c.replace(runs_parent, "$RUNS_DIR") for c in commands]
         return dict(algorithm=entry["algorithm"], game=entry["game"], seed=entry["seed"],
                     total_timesteps=entry["total_timesteps"], env_id=entry.get("env_id"), list=entry.get("list"),
-                    commands=commands, commits=list(dict.fromkeys(a.get("commit", "unknown") for a in record.get("attempts", []))),  # in order
+                    commands=commands,
+                    commits=list(dict.fromkeys(a.get("commit", "unknown") for a in record.get("attempts", []))),
                     finished=record.get("exit_status") == 0 and any(run_dir.glob("*.model")),
                     settings=record.get("settings"))
     import torch  # only for runs without a record: their model file says what they are
@@ -406,6 +419,39 @@ def extract(run_dir: Path, out_dir: Path, games: list[str], commands: list[str],
     return write_summary(out_dir, meta, scalars)
 
 
+def extract_peer(scores_csv: Path, out_dir: Path, games: list[str], commands: list[str], doc: str | None) -> Path:
+    """Summarize a peer's finished learning run (benchmark/sb3_speed.py --scores) into out_dir.
+
+    Each game's agent step, score and its time since the start become the summary's training games; the
+    record beside the scores (written when learning ended) gives what ran. The run is one process."""
+    record_path = scores_csv.with_suffix(".json")
+    if not scores_csv.is_file():
+        raise UserError(f"peer scores '{scores_csv}' do not exist")
+    if not record_path.is_file():
+        raise UserError(f"'{record_path}' does not exist: the peer run has not finished (sb3_speed.py writes it "
+                        "when learning ends)")
+    try:
+        record = json.loads(record_path.read_text())
+        algorithm, env_id, seed, steps = record["algo"], record["env_id"], int(record["seed"]), int(record["steps"])
+        system, seconds = str(record["system"]), float(record["seconds"])
+        with open(scores_csv, newline="") as f:
+            games_rows = [(int(r["agent_step"]), float(r["seconds"]), float(r["score"])) for r in csv.DictReader(f)]
+    except (ValueError, KeyError, TypeError) as e:
+        raise UserError(f"cannot read the peer run '{scores_csv}' ({type(e).__name__}: {e}): not written by "
+                        "sb3_speed.py --scores")
+    scalars = {TRAIN: tuple(np.array(c) for c in zip(*games_rows))} if games_rows else {}
+    peer = re.sub(r"[^a-z0-9]+", "", system.split()[0].lower().replace("stable-baselines", "sb"))  # "sb3"
+    meta = dict(algorithm=algorithm, game=game_from_env_id(env_id, games), seed=seed, total_timesteps=steps,
+                env_id=env_id, list=None, system=system, commands=commands, commits=[], finished=True,
+                settings=None)
+    meta = dict(name=f"{summary_name(meta)}__{peer}", **meta, agent_steps=steps, wall_clock_s=round(seconds, 1),
+                segments=[{"first_step": 0, "last_step": steps, "start_time": 0.0, "end_time": seconds}],
+                source=repo_relative(scores_csv))
+    if doc:
+        meta["doc"] = doc
+    return write_summary(out_dir, meta, scalars)
+
+
 def run_dirs(paths: list[Path]) -> list[Path]:
     """Each path that holds events files, or else each run directory inside it (moved-aside ones excluded)."""
     found = []
@@ -454,20 +500,22 @@ def plot_curves(loaded: list[tuple[dict, dict]], x_axis: str, path: Path) -> Non
             continue
         steps, times, values = scalars[TRAIN]
         x = steps / 1e6 if x_axis == "steps" else elapsed_hours(steps, times, meta["segments"])
-        key = (meta["algorithm"], meta["total_timesteps"])
+        key = (meta["algorithm"], meta["total_timesteps"], meta.get("system") or "")
         by_game.setdefault(meta["game"], {}).setdefault(key, []).append((x, rolling_mean(values, FINAL_GAMES)))
     games = sorted(by_game)
     cols = max(1, min(3, len(games)))
     rows = max(1, -(-len(games) // cols))
     fig, axes = plt.subplots(rows, cols, figsize=(4.8 * cols, 3.6 * rows), dpi=110, squeeze=False)
     for ax, game in zip(axes.flat, games):
-        for (algorithm, budget), seeds in sorted(by_game[game].items()):
+        for (algorithm, budget, system), seeds in sorted(by_game[game].items()):
             low, high = max(x[0] for x, _ in seeds), min(x[-1] for x, _ in seeds)
             grid = np.linspace(low, high, 300)
             curves = np.array([np.interp(grid, x, y) for x, y in seeds])
             color = COLORS.get(algorithm)
-            label = f"{algorithm} {budget_label(budget)} ({len(seeds)} seed{'s' if len(seeds) > 1 else ''})"
-            ax.plot(grid, curves.mean(axis=0), color=color, linewidth=1.5, label=label)
+            label = (f"{algorithm} {budget_label(budget)}" + (f", {system}" if system else "")
+                     + f" ({len(seeds)} seed{'s' if len(seeds) > 1 else ''})")
+            ax.plot(grid, curves.mean(axis=0), color=color, linewidth=1.5, label=label,
+                    linestyle="--" if system else "-")  # a peer's run: dashed, in its algorithm's colour
             if len(seeds) > 1:
                 ax.fill_between(grid, curves.min(axis=0), curves.max(axis=0), color=color, alpha=0.2, linewidth=0)
         ax.set_title(game)
@@ -494,14 +542,15 @@ def render_readme(loaded: list[tuple[dict, dict]], results: list[dict], baseline
         "",
         "<!-- Generated by benchmark/report.py from benchmark/summaries/; edit only the hand-written block. -->",
         "",
-        "Scores of this repository's scripts beside published ones. Every number comes from a summary file in",
-        "`summaries/`, and the last section gives, for each run, the commands that made it. To add runs: run a",
-        "list, summarize its finished runs, rebuild this page:",
+        "Scores of this repository's scripts beside published ones, and beside a peer's runs made here on the",
+        "same budget. Every number comes from a summary file in `summaries/`, and the last section gives, for each",
+        "run, the commands that made it. To add runs: run a list, summarize its finished runs, rebuild this page:",
         "",
         "```bash",
         "python benchmark/run.py cpu_2M            # a run list of benchmark/lists/: cpu_2M, three_games, atari5,",
         "                                          # atari57; --parallel K, or --slurm for an array job",
         "python benchmark/report.py --extract runs/benchmark/cpu_2M   # summaries of the finished runs",
+        "python benchmark/report.py --extract-peer scores.csv         # a peer's run: sb3_speed.py --scores",
         "python benchmark/report.py                # this page and figures/, from summaries/ alone",
         "```",
         "",
@@ -546,8 +595,9 @@ def render_readme(loaded: list[tuple[dict, dict]], results: list[dict], baseline
     for meta, _ in loaded:
         result = next(r for r in results if r["name"] == meta["name"])
         lines += [
-            f"### {meta['game']}, {meta['algorithm']}, seed {meta['seed']}, {budget_label(meta['total_timesteps'])} "
-            f"agent steps" + ("" if meta.get("finished", True) else " (in progress)"),
+            f"### {meta['game']}, {meta['algorithm']}" + (f" ({meta['system']}, run here)" if meta.get("system") else "")
+            + f", seed {meta['seed']}, {budget_label(meta['total_timesteps'])} agent steps"
+            + ("" if meta.get("finished", True) else " (in progress)"),
             "",
             f"- summary: [`summaries/{meta['name']}.csv`](summaries/{meta['name']}.csv) (every game's score),"
             f" [`.json`](summaries/{meta['name']}.json) (settings, segments); extracted from `{meta['source']}`"
@@ -594,9 +644,13 @@ def main(argv: list[str] | None = None) -> int:
                     epilog="\n".join(__doc__.split("\n")[1:]))
     parser.add_argument("--extract", nargs="+", type=Path, metavar="RUN_DIR",
                         help="run directories, or runs roots holding them, to summarize into --summaries")
+    parser.add_argument("--extract-peer", type=Path, metavar="SCORES_CSV",
+                        help="a peer's learning run made here (benchmark/sb3_speed.py --scores) to summarize")
     parser.add_argument("--command", action="append", default=[],
-                        help="with one run directory without run.json: a command that made it (repeatable)")
-    parser.add_argument("--doc", help="with one run directory: a page about the run, relative to the repository")
+                        help="with one run directory without run.json, or --extract-peer: a command that made it "
+                             "(repeatable)")
+    parser.add_argument("--doc", help="with one run directory or --extract-peer: a page about the run, relative to "
+                                      "the repository")
     parser.add_argument("--allow-unfinished", action="store_true",
                         help="extract unfinished runs too, marked in progress")
     parser.add_argument("--summaries", type=Path, default=SUMMARIES, help="the summaries directory")
@@ -604,19 +658,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--readme", type=Path, default=README, help="the results page to write")
     args = parser.parse_args(argv)
     try:
-        if args.extract:
+        if args.doc and not (REPO / args.doc).is_file():
+            raise UserError(f"--doc '{args.doc}' is not a file relative to the repository root")
+        if args.extract and args.extract_peer:
+            raise UserError("--extract and --extract-peer summarize one kind of run each: give one of them")
+        if args.extract_peer:
+            written = [extract_peer(args.extract_peer, args.summaries, list(load_reference()), args.command, args.doc)]
+        elif args.extract:
             dirs = run_dirs(args.extract)
             if (args.command or args.doc) and len(dirs) > 1:
                 raise UserError(f"--command and --doc describe one run, but {len(dirs)} run directories were given")
-            if args.doc and not (REPO / args.doc).is_file():
-                raise UserError(f"--doc '{args.doc}' is not a file relative to the repository root")
             games = list(load_reference())
             written = [extract(d, args.summaries, games, args.command, args.doc, args.allow_unfinished) for d in dirs]
-            for path in filter(None, written):
-                print(f"wrote {path} and {path.with_suffix('.json').name} ({path.stat().st_size / 1000:.0f} KB)")
-            print(f"next: python {shlex.quote(os.path.relpath(__file__))}  (figures and README.md from the summaries)")
         else:
             regenerate(args.summaries, args.figures, args.readme)
+            return 0
+        for path in filter(None, written):
+            print(f"wrote {path} and {path.with_suffix('.json').name} ({path.stat().st_size / 1000:.0f} KB)")
+        print(f"next: python {shlex.quote(os.path.relpath(__file__))}  (figures and README.md from the summaries)")
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -22,11 +22,12 @@ window_seconds, sps (agent steps/s in the window) and sps_whole (over the whole 
 
 With `--scores FILE` it is also a learning run: every finished game (whole games, all lives, raw score, as
 SB3's Monitor counts them) is appended to FILE as CSV `agent_step,score,length_frames,seconds`, written as
-it happens, so a run that is stopped keeps what it played. Its agent_step and score are what the
-`charts/episodic_return` rows of `report.py`'s summaries hold for our runs, so the curves can be set side
-by side:
+it happens, so a run that is stopped keeps what it played. When learning ends, the last line printed is
+also written beside it (FILE with the suffix .json), with the game, the seed and SB3's version: its
+presence marks the run finished. `report.py --extract-peer FILE` makes a summary of the two, so that the
+run stands in the results table and the curves beside ours:
 
-    python benchmark/sb3_speed.py --algo a2c --steps 2000000 --warmup 80 --scores sb3_a2c_breakout.csv
+    python benchmark/sb3_speed.py --algo a2c --steps 2000000 --warmup 80 --scores sb3_a2c_breakout/scores.csv
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 
 
 def main() -> None:
@@ -112,9 +114,17 @@ def main() -> None:
     if clock.mark is None or clock.end is None or clock.end[0] <= clock.mark[0]:
         raise SystemExit(f"error: no rollout started after {opts.warmup} agent steps of {opts.steps}")
     window_steps, window_seconds = clock.end[0] - clock.mark[0], clock.end[1] - clock.mark[1]
-    print(json.dumps(dict(algo=opts.algo, steps=clock.end[0], window_steps=window_steps,
-                          window_seconds=round(window_seconds, 3), sps=window_steps / window_seconds,
-                          sps_whole=clock.end[0] / (clock.end[1] - start))))
+    import stable_baselines3
+
+    result = json.dumps(dict(algo=opts.algo, steps=clock.end[0], window_steps=window_steps,
+                             window_seconds=round(window_seconds, 3), sps=window_steps / window_seconds,
+                             sps_whole=clock.end[0] / (clock.end[1] - start), seconds=round(clock.end[1] - start, 1),
+                             env_id=opts.env_id, seed=opts.seed, system=f"Stable-Baselines3 {stable_baselines3.__version__}"))
+    if scores is not None:
+        scores.close()
+        with open(Path(opts.scores).with_suffix(".json"), "w") as f:
+            f.write(result + "\n")
+    print(result)
 
 
 if __name__ == "__main__":

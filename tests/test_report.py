@@ -233,3 +233,58 @@ def test_mistakes_end_in_one_line_and_exit_2(tmp_path):
                             capture_output=True, text=True)
     assert result.returncode == 2 and result.stderr.startswith("error: no summaries")
     assert "Traceback" not in result.stderr
+
+
+def write_peer_run(directory, finished=True):
+    """A Stable-Baselines3 A2C run on Breakout as `sb3_speed.py --scores` leaves it: 5 games, 400 agent steps
+    in 80 s, and, once learning has ended, the record beside the scores."""
+    directory.mkdir(parents=True, exist_ok=True)
+    scores = directory / "scores.csv"
+    scores.write_text("agent_step,score,length_frames,seconds\n"
+                      + "".join(f"{80 * i},{i}.0,700,{16.0 * i}\n" for i in range(1, 6)))
+    if finished:
+        scores.with_suffix(".json").write_text(json.dumps(dict(
+            algo="a2c", steps=400, window_steps=320, window_seconds=70.0, sps=4.6, sps_whole=5.0, seconds=80.0,
+            env_id="BreakoutNoFrameskip-v4", seed=1, system="Stable-Baselines3 2.9.2")) + "\n")
+    return scores
+
+
+def test_peer_run_stands_beside_ours_under_its_name(resumed_run, tmp_path):
+    summaries, figures, readme = tmp_path / "summaries", tmp_path / "figures", tmp_path / "README.md"
+    scores = write_peer_run(tmp_path / "sb3_a2c")
+    assert report.main(["--extract-peer", str(scores), "--summaries", str(summaries),
+                        "--command", "python benchmark/sb3_speed.py --algo a2c --steps 400"]) == 0
+    meta = json.loads((summaries / "Breakout__a2c__1__400__sb3.json").read_text())
+    assert (meta["algorithm"], meta["game"], meta["seed"], meta["agent_steps"]) == ("a2c", "Breakout", 1, 400)
+    assert meta["system"] == "Stable-Baselines3 2.9.2" and meta["wall_clock_s"] == 80.0 and meta["finished"]
+    assert meta["source"] == "scores.csv"  # outside the repository: the name only
+    rows = read_csv(summaries / "Breakout__a2c__1__400__sb3.csv")
+    assert [(int(r["step"]), float(r["value"])) for r in rows] == [(80 * i, float(i)) for i in range(1, 6)]
+
+    # An A2C run of ours on the same game and budget, to stand beside it: the resumed PPO run, relabelled
+    report.extract(resumed_run, summaries, list(report.load_reference()), [], None, False)
+    ours = json.loads((summaries / "Breakout__ppo__1__120.json").read_text())
+    ours.update(name="Breakout__a2c__1__400", algorithm="a2c", total_timesteps=400)
+    (summaries / "Breakout__a2c__1__400.json").write_text(json.dumps(ours))
+    shutil.move(summaries / "Breakout__ppo__1__120.csv", summaries / "Breakout__a2c__1__400.csv")
+    (summaries / "Breakout__ppo__1__120.json").unlink()
+    assert report.main(["--summaries", str(summaries), "--figures", str(figures), "--readme", str(readme)]) == 0
+    page = readme.read_text()
+    table = [line for line in page.splitlines() if line.startswith("| a2c | Breakout |")]
+    # ours first, the peer's next (score (1+2+3+4+5)/5 = 3, 400 steps in 80 s = 5/s), the published rows once, last
+    assert table[0].startswith("| a2c | Breakout | 400 | this repository, seed [1](summaries/Breakout__a2c__1__400.json)")
+    assert table[1].startswith("| a2c | Breakout | 400 | Stable-Baselines3 2.9.2, run here, seed "
+                               "[1](summaries/Breakout__a2c__1__400__sb3.json) | 3.0 | - | 0.05 | 5 | 0.0 h |")
+    assert "Stable-Baselines3 2.9.2's own Atari wrappers" in table[1]
+    assert all("run here" not in row and "this repository" not in row for row in table[2:]) and len(table) > 2
+    assert "| a2c (Stable-Baselines3 2.9.2) | 400 | 1 | 1 |" in page  # its own aggregate, apart from ours
+    assert "### Breakout, a2c (Stable-Baselines3 2.9.2, run here), seed 1, 400 agent steps" in page
+    assert "python benchmark/sb3_speed.py --algo a2c --steps 400" in page
+
+
+def test_unfinished_peer_run_is_refused_in_one_line(tmp_path):
+    scores = write_peer_run(tmp_path / "sb3_a2c", finished=False)
+    result = subprocess.run([sys.executable, "benchmark/report.py", "--extract-peer", str(scores),
+                             "--summaries", str(tmp_path / "s")], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    assert "has not finished" in result.stderr and not (tmp_path / "s").exists()
