@@ -129,8 +129,8 @@ class RunArgs:
     parameters instead of a dozen small ops; results may differ from the loop's in the last bits"""
     compile: bool = False
     """torch.compile the network (nn.Module.compile, TorchInductor). Off by default: it costs a compile at
-    the start (about 25 s on 2 cores, a few with TorchInductor's cache warm) and changes the numerics (its
-    fused kernels round differently), so the same seed gives other losses. After the compile, on a 2-core
+    the start (about 25 s on 2 cores, a few with TorchInductor's cache warm) and changes the numerics: its
+    fused kernels round differently, so the same seed gives other losses. After the compile, on a 2-core
     Xeon: PPO 6-11% more agent steps/s, A2C 0-5%, DQN 2-6% fewer; a cold compile pays for itself after
     about 200k PPO agent steps (benchmark/results/compile.md)"""
 
