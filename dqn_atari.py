@@ -406,8 +406,6 @@ def check_args(args: Args, hp: Hyperparameters) -> None:
                      f"{2 * wrappers.FRAME_STACK} transitions")
     if hp.learning_starts < args.batch_size:
         harness.fail(f"--learning-starts {hp.learning_starts} must be at least --batch-size {args.batch_size}")
-    if args.overlap:
-        harness.fail("--overlap is for ppo_atari.py and a2c_atari.py; DQN steps its envs serially: drop it")
     if args.save_replay and not args.save_model:
         harness.fail("--save-replay saves the replay memory with the checkpoints: add --save-model")
 

@@ -207,11 +207,17 @@ def check_range(args, positive=(), non_negative=(), at_least_one=(), unit_interv
                 fail(f"{flag(name)} must be {wanted}, got {value}")
 
 
-def check_run_args(args: RunArgs) -> None:
+OVERLAP_ALGOS = ("ppo", "a2c")  # the scripts whose rollout can step one half of the envs while acting for the other
+
+
+def check_run_args(args: RunArgs, algo: str) -> None:
     """The range checks of the settings every script shares; the script adds its algorithm's."""
     check_range(args, at_least_one=("num_envs", "total_timesteps", "checkpoint_every", "eval_every",
                                     "run_episodes", "torch_threads", "inference_threads"),
                 non_negative=("env_threads", "eval_episodes"), probability=("repeat_action_probability",))
+    if args.overlap and algo not in OVERLAP_ALGOS:
+        fail(f"--overlap is for {' and '.join(f'{a}_atari.py' for a in OVERLAP_ALGOS)}; {algo.upper()} steps its "
+             "envs serially: drop it")
     if args.overlap and args.num_envs % 2:
         fail(f"--overlap steps the envs in two halves: --num-envs must be even, got {args.num_envs}")
     if args.run is not None and args.resume is not None:
@@ -266,7 +272,7 @@ def parse(args_class: type, algo: str, resumable: tuple[str, ...] = ()) -> tuple
             print(f"warning: {', '.join(ignored)} ignored: a resumed run keeps the checkpoint's value (it decides "
                   f"what is learned); start a new run to change it", file=sys.stderr)
         args = args_class(**saved)
-    check_run_args(args)
+    check_run_args(args, algo)
     if args.run is None:
         check_writable_directory(args.resume or args.runs_dir, "--resume" if args.resume else "--runs-dir")
     return args, checkpoint

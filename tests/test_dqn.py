@@ -345,6 +345,7 @@ def test_same_seed_same_weights(tmp_path):
         (["--buffer-size", "4"], "--buffer-size"),
         (["--save-replay"], "--save-model"),
         (["--overlap", "--num-envs", "2"], "DQN steps its envs serially"),
+        (["--overlap", "--num-envs", "1"], "DQN steps its envs serially"),  # not the even-halves message
         (["--checkpoint-every", "0"], "--checkpoint-every"),
         (["--end-e", "2"], "--end-e must be in [0, 1]"),
         (["--learning-rate", "nan"], "--learning-rate must be a finite number above 0, got nan"),
