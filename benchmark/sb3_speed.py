@@ -22,7 +22,8 @@ window_seconds, sps (agent steps/s in the window) and sps_whole (over the whole 
 
 With `--scores FILE` it is also a learning run: every finished game (whole games, all lives, raw score, as
 SB3's Monitor counts them) is appended to FILE as CSV `agent_step,score,length_frames,seconds`, written as
-it happens, so a run that is stopped keeps what it played. When learning ends, the last line printed is
+it happens, so a run that is stopped keeps what it played (FILE must not exist yet: SB3 cannot resume, so
+a second run would mix its games into the first's). When learning ends, the last line printed is
 also written beside it (FILE with the suffix .json), with the game, the seed and SB3's version: its
 presence marks the run finished. `report.py --extract-peer FILE` makes a summary of the two, so that the
 run stands in the results table and the curves beside ours:
@@ -50,9 +51,13 @@ def main() -> None:
     opts = parser.parse_args()
     if opts.warmup >= opts.steps:
         parser.error(f"--warmup {opts.warmup} leaves nothing of --steps {opts.steps} to measure")
+    for path in (Path(opts.scores), Path(opts.scores).with_suffix(".json")) if opts.scores else ():
+        if path.exists():
+            parser.error(f"--scores: '{path}' exists (a run's games); give a new file, or move it away first")
 
     import ale_py
     import gymnasium as gym
+    import stable_baselines3
     from stable_baselines3 import A2C, DQN, PPO
     from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.env_util import make_atari_env
@@ -104,9 +109,8 @@ def main() -> None:
                     optimize_memory_usage=False, seed=opts.seed)
     scores = None
     if opts.scores:
-        scores = open(opts.scores, "a")
-        if scores.tell() == 0:
-            scores.write("agent_step,score,length_frames,seconds\n")
+        scores = open(opts.scores, "x")  # new: checked above
+        scores.write("agent_step,score,length_frames,seconds\n")
     clock = Clock(opts.warmup)
     start = time.perf_counter()
     model.learn(total_timesteps=opts.steps, callback=clock)
@@ -114,8 +118,6 @@ def main() -> None:
     if clock.mark is None or clock.end is None or clock.end[0] <= clock.mark[0]:
         raise SystemExit(f"error: no rollout started after {opts.warmup} agent steps of {opts.steps}")
     window_steps, window_seconds = clock.end[0] - clock.mark[0], clock.end[1] - clock.mark[1]
-    import stable_baselines3
-
     result = json.dumps(dict(algo=opts.algo, steps=clock.end[0], window_steps=window_steps,
                              window_seconds=round(window_seconds, 3), sps=window_steps / window_seconds,
                              sps_whole=clock.end[0] / (clock.end[1] - start), seconds=round(clock.end[1] - start, 1),
