@@ -207,6 +207,12 @@ def check_range(args, positive=(), non_negative=(), at_least_one=(), unit_interv
                 fail(f"{flag(name)} must be {wanted}, got {value}")
 
 
+def cpp_compiler() -> str | None:
+    """The C++ compiler that TorchInductor would find for its CPU kernels (CXX, else g++, c++, clang++)."""
+    return next((path for c in (os.environ.get("CXX", ""), "g++", "c++", "clang++") if c and (path := shutil.which(c))),
+                None)
+
+
 OVERLAP_ALGOS = ("ppo", "a2c")  # the scripts whose rollout can step one half of the envs while acting for the other
 
 
@@ -222,8 +228,7 @@ def check_run_args(args: RunArgs, algo: str) -> None:
         fail(f"--overlap steps the envs in two halves: --num-envs must be even, got {args.num_envs}")
     if args.run is not None and args.resume is not None:
         fail("--run replays a model file and --resume continues a training run: give one of them")
-    compilers = (os.environ.get("CXX", ""), "g++", "c++", "clang++")
-    if args.compile and args.run is None and not any(shutil.which(c) for c in compilers if c):
+    if args.compile and args.run is None and cpp_compiler() is None:
         fail("--compile needs a C++ compiler for TorchInductor's CPU kernels and found none (CXX, g++, c++, "
              "clang++): install one (e.g. apt install g++) or leave out --compile")
     try:

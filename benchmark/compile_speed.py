@@ -24,17 +24,16 @@ import tempfile
 from pathlib import Path
 
 from scaling import ROOT
-from throughput import loop_figures, read_points
+from throughput import DQN_FLAGS, loop_figures, read_points
 
 STEPS = {"ppo": 49_152, "a2c": 80_000, "dqn": 12_000}
-EXTRA = {"dqn": ["--learning-starts", "1000", "--buffer-size", "100000"]}
 
 
 def measure(script: str, compiled: bool, steps: int) -> dict:
     """The window figures of one run: sps and seconds per 1,024 agent steps of each phase."""
     with tempfile.TemporaryDirectory() as runs:
         flags = ["--total-timesteps", str(steps), "--eval-episodes", "0", "--no-progress", "--runs-dir", runs,
-                 "--run-name", "r", *EXTRA.get(script, [])]
+                 "--run-name", "r", *(DQN_FLAGS if script == "dqn" else [])]
         cmd = [sys.executable, os.path.join(ROOT, f"{script}_atari.py"), *flags, *(["--compile"] if compiled else [])]
         done = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         if done.returncode != 0:

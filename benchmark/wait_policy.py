@@ -33,9 +33,9 @@ import time
 
 from run import core_slots
 from scaling import ROOT, steps_per_second
+from throughput import DQN_FLAGS
 
 STEPS = {"ppo": 16_384, "a2c": 40_000, "dqn": 6_000}
-EXTRA = {"dqn": ["--learning-starts", "1000", "--buffer-size", "100000"]}
 LIMIT = 300.0  # seconds a measurement may take before it is reported as unfinished
 POLICIES = {"PASSIVE": "OMP_WAIT_POLICY=PASSIVE", "default": "libgomp's default (spin, then sleep)"}
 
@@ -48,7 +48,7 @@ def policy_env(policy: str) -> dict[str, str]:
 def start(script: str, steps: int, runs: str, name: str, env: dict, threads: int | None,
           cores: set[int] | None = None) -> subprocess.Popen:
     cmd = [sys.executable, os.path.join(ROOT, f"{script}_atari.py"), "--total-timesteps", str(steps),
-           "--eval-episodes", "0", "--no-progress", "--runs-dir", runs, "--run-name", name, *EXTRA.get(script, [])]
+           "--eval-episodes", "0", "--no-progress", "--runs-dir", runs, "--run-name", name, *(DQN_FLAGS if script == "dqn" else [])]
     if threads is not None:
         cmd += ["--torch-threads", str(threads), "--env-threads", str(threads)]
     return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
@@ -89,9 +89,6 @@ SPIN_LABELS = {"0": "0 (PASSIVE)", "default": "300,000 (libgomp's default)", "AC
 
 def handoff_child() -> None:
     """Print the mean ms of a forward pass and of an env step, alternating, after 100 warm-up steps."""
-    import time
-
-    import numpy as np
     import torch
     from torch.distributions.categorical import Categorical
 
@@ -137,8 +134,8 @@ def handoff() -> None:
         if done.returncode != 0:
             sys.exit(f"handoff under spin count {spin} failed: {done.stderr.strip().splitlines()[-1:]}")
         forward, step = (float(x) for x in done.stdout.split())
-        print(f"| {SPIN_LABELS[spin] if spin in SPIN_LABELS else f'{int(spin):,}'} | {forward:.2f} | {step:.2f} | {(forward + step) * 0.128:.3f} |",
-              flush=True)
+        label = SPIN_LABELS.get(spin, f"{int(spin):,}")
+        print(f"| {label} | {forward:.2f} | {step:.2f} | {(forward + step) * 0.128:.3f} |", flush=True)
 
 
 def main() -> None:

@@ -7,7 +7,6 @@ import dataclasses
 import glob
 import os
 import random
-import shutil
 import socket
 import subprocess
 import sys
@@ -347,7 +346,7 @@ def test_frame_buffer_slices_and_gathered_minibatches_hold_the_frames_in_the_net
     assert torch.equal(minibatch, frames[index]) and minibatch.is_contiguous(memory_format=layout)
 
 
-@pytest.mark.skipif(not any(shutil.which(c) for c in ("g++", "c++", "clang++")),
+@pytest.mark.skipif(harness.cpp_compiler() is None,
                     reason="TorchInductor needs a C++ compiler; without one --compile stops in one line (tested above)")
 def test_compile_compiles_the_network_and_saves_a_model_that_the_eager_network_loads(tmp_path, monkeypatch):
     import torch._dynamo
