@@ -50,6 +50,7 @@ import os
 import re
 import shlex
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -486,6 +487,18 @@ def load_summaries(summaries: Path) -> list[tuple[dict, dict]]:
     return loaded
 
 
+def curve_style(algorithm: str, budget: int, system: str, panel: Iterable[tuple]) -> tuple[tuple, str]:
+    """(RGB colour, line style) of one curve in a panel of (algorithm, budget, system) curves: each algorithm
+    has its colour, a smaller budget than the algorithm's largest in the panel a paler shade of it (so that a
+    2M run stays apart from the 10M run it overlaps), and a peer's run is dashed."""
+    from matplotlib.colors import to_rgb
+
+    color = to_rgb(COLORS.get(algorithm, "tab:gray"))
+    if budget < max(b for a, b, _ in panel if a == algorithm):
+        color = tuple(0.45 * c + 0.55 for c in color)  # 55% of the way to white
+    return color, "--" if system else "-"
+
+
 def plot_curves(loaded: list[tuple[dict, dict]], x_axis: str, path: Path) -> None:
     """One panel per game; per algorithm and budget, the mean over seeds of each seed's rolling mean of its
     last 100 games on a common grid (where every seed has data), the min-max band over seeds around it."""
@@ -511,11 +524,10 @@ def plot_curves(loaded: list[tuple[dict, dict]], x_axis: str, path: Path) -> Non
             low, high = max(x[0] for x, _ in seeds), min(x[-1] for x, _ in seeds)
             grid = np.linspace(low, high, 300)
             curves = np.array([np.interp(grid, x, y) for x, y in seeds])
-            color = COLORS.get(algorithm)
+            color, linestyle = curve_style(algorithm, budget, system, by_game[game])
             label = (f"{algorithm} {budget_label(budget)}" + (f", {system}" if system else "")
                      + f" ({len(seeds)} seed{'s' if len(seeds) > 1 else ''})")
-            ax.plot(grid, curves.mean(axis=0), color=color, linewidth=1.5, label=label,
-                    linestyle="--" if system else "-")  # a peer's run: dashed, in its algorithm's colour
+            ax.plot(grid, curves.mean(axis=0), color=color, linewidth=1.5, label=label, linestyle=linestyle)
             if len(seeds) > 1:
                 ax.fill_between(grid, curves.min(axis=0), curves.max(axis=0), color=color, alpha=0.2, linewidth=0)
         ax.set_title(game)
@@ -523,7 +535,7 @@ def plot_curves(loaded: list[tuple[dict, dict]], x_axis: str, path: Path) -> Non
                       else "wall-clock hours of training")
         ax.set_ylabel(f"score, mean of the last {FINAL_GAMES} games")
         ax.grid(alpha=0.3)
-        ax.legend(loc="upper left", fontsize=8)
+        ax.legend(loc="best", fontsize=8)
     for ax in list(axes.flat)[len(games):]:
         ax.set_visible(False)
     fig.tight_layout()

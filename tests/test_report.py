@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 
+import matplotlib.colors
 import numpy as np
 import pytest
 
@@ -165,6 +166,17 @@ def test_names_and_budgets():
     assert report.game_from_env_id("ALE/BeamRider-v5", games) == "BeamRider"
     assert report.game_from_env_id("beam_rider", games) == "BeamRider"
     assert [report.budget_label(n) for n in (10_000_000, 2_500_000, 64, 50_000)] == ["10M", "2.5M", "64", "50k"]
+
+
+def test_curve_style_tells_budgets_and_peers_apart():
+    panel = [("ppo", 2_000_000, ""), ("ppo", 10_000_000, ""), ("a2c", 2_000_000, ""), ("a2c", 2_000_000, "SB3")]
+    full, paler = report.curve_style("ppo", 10_000_000, "", panel), report.curve_style("ppo", 2_000_000, "", panel)
+    assert full == (matplotlib.colors.to_rgb(report.COLORS["ppo"]), "-")
+    assert paler[1] == "-" and all(p > f for p, f in zip(paler[0], full[0]))  # the same hue, nearer white
+    assert paler[0] == pytest.approx(tuple(0.45 * c + 0.55 for c in full[0]))
+    # a2c's one budget keeps its colour; the peer's run of it is dashed in that colour
+    ours, peer = report.curve_style("a2c", 2_000_000, "", panel), report.curve_style("a2c", 2_000_000, "SB3", panel)
+    assert ours[0] == peer[0] == matplotlib.colors.to_rgb(report.COLORS["a2c"]) and (ours[1], peer[1]) == ("-", "--")
 
 
 def test_table_rows_beside_published_scores():
