@@ -24,7 +24,7 @@ import tempfile
 from pathlib import Path
 
 from scaling import ROOT
-from throughput import DQN_FLAGS, loop_figures, read_points
+from throughput import loop_figures, read_points, workload_flags
 
 STEPS = {"ppo": 49_152, "a2c": 80_000, "dqn": 12_000}
 
@@ -33,7 +33,7 @@ def measure(script: str, compiled: bool, steps: int) -> dict:
     """The window figures of one run: sps and seconds per 1,024 agent steps of each phase."""
     with tempfile.TemporaryDirectory() as runs:
         flags = ["--total-timesteps", str(steps), "--eval-episodes", "0", "--no-progress", "--runs-dir", runs,
-                 "--run-name", "r", *(DQN_FLAGS if script == "dqn" else [])]
+                 "--run-name", "r", *workload_flags(script)]
         cmd = [sys.executable, os.path.join(ROOT, f"{script}_atari.py"), *flags, *(["--compile"] if compiled else [])]
         done = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         if done.returncode != 0:

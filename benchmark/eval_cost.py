@@ -29,7 +29,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import harness  # noqa: E402
-from throughput import DQN_FLAGS  # noqa: E402  (benchmark/ is the script's own directory)
+from throughput import workload_flags  # noqa: E402  (benchmark/ is the script's own directory)
 
 DEFAULT_MODELS = [
     "ppo_atari.py=" + os.path.join(ROOT, "benchmark", "results", "ppo_breakout_2M_run", "ppo_atari.model"),
@@ -48,10 +48,9 @@ def training_speed(script: str, steps: int, env_id: str) -> float:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     with tempfile.TemporaryDirectory() as runs:
-        extra = DQN_FLAGS if script.startswith("dqn") else []
         subprocess.run([sys.executable, os.path.join(ROOT, script), "--env-id", env_id, "--total-timesteps",
                         str(steps), "--eval-episodes", "0", "--no-progress", "--runs-dir", runs, "--run-name", "s",
-                        *extra], check=True, capture_output=True)
+                        *workload_flags(script)], check=True, capture_output=True)
         events = EventAccumulator(os.path.join(runs, "s"), size_guidance={"scalars": 0}).Reload()
         return events.Scalars("charts/SPS")[-1].value
 

@@ -77,6 +77,13 @@ DEFAULT_STEPS = {"ppo": 16_384, "dqn": 20_000, "a2c": 40_000}  # agent steps of 
 # learning, and the replay memory holds 100,000 transitions.
 LEARNING_STARTS = 1_000
 DQN_FLAGS = ["--learning-starts", str(LEARNING_STARTS), "--buffer-size", "100000"]
+
+
+def workload_flags(script: str) -> list[str]:
+    """The flags that a timed run of `script` (ppo, a2c, dqn, or a file name of one) adds to its defaults."""
+    return list(DQN_FLAGS) if Path(script).name.startswith("dqn") else []
+
+
 # The environment CleanRL @fe8d8a0 pins (its requirements; it cannot run on gymnasium 1.x, CleanRL issue
 # #499), installed after the torch of our requirements.txt.
 CLEANRL_PINS = ["gymnasium==0.29.1", "ale-py==0.9.1", "tyro==0.8.14", "numpy<2", "tensorboard",
@@ -330,9 +337,7 @@ def our_flags(help_text: str, script: str, steps: int, runs_dir: str, run_name: 
                          ("--run-name", [run_name])):
         if has_flag(help_text, flag):
             flags += [flag, *values]
-    if script == "dqn":
-        flags += DQN_FLAGS
-    return flags
+    return flags + workload_flags(script)
 
 
 def fmt(value: float | None, digits: int = 0, suffix: str = "") -> str:
@@ -860,7 +865,7 @@ def measure_runs(setup: Setup, results: Results, round_: int, script: str) -> No
         env = dict(setup.peer_env, PYTHONPATH=os.pathsep.join(
             [str(setup.cleanrl)] + ([setup.peer_env["PYTHONPATH"]] if setup.peer_env.get("PYTHONPATH") else [])))
         cmd = [setup.cleanrl_python, "-c", CLEANRL_RUNNER, str(setup.cleanrl / "cleanrl" / f"{script}_atari.py"),
-               "--total-timesteps", str(steps), *(DQN_FLAGS if script == "dqn" else [])]
+               "--total-timesteps", str(steps), *workload_flags(script)]
         result = timed_run(f"{script} CleanRL", cmd, cwd, env, setup.timeout, w.warmup)
         results.add(("run", script, "cleanrl"), result, round_, f"{script} CleanRL", "agent steps/s", result["others"])
     if setup.sb3_python:

@@ -33,7 +33,7 @@ import time
 
 from run import core_slots
 from scaling import ROOT, steps_per_second
-from throughput import DQN_FLAGS
+from throughput import workload_flags
 
 STEPS = {"ppo": 16_384, "a2c": 40_000, "dqn": 6_000}
 LIMIT = 300.0  # seconds a measurement may take before it is reported as unfinished
@@ -48,7 +48,8 @@ def policy_env(policy: str) -> dict[str, str]:
 def start(script: str, steps: int, runs: str, name: str, env: dict, threads: int | None,
           cores: set[int] | None = None) -> subprocess.Popen:
     cmd = [sys.executable, os.path.join(ROOT, f"{script}_atari.py"), "--total-timesteps", str(steps),
-           "--eval-episodes", "0", "--no-progress", "--runs-dir", runs, "--run-name", name, *(DQN_FLAGS if script == "dqn" else [])]
+           "--eval-episodes", "0", "--no-progress", "--runs-dir", runs, "--run-name", name,
+           *workload_flags(script)]
     if threads is not None:
         cmd += ["--torch-threads", str(threads), "--env-threads", str(threads)]
     return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
