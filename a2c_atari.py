@@ -84,7 +84,7 @@ class Args(harness.RunArgs):
     """agent steps between writes of the losses, charts/SPS and time/<phase> (at the first update that
     reaches each multiple): about the resolution of PPO's curves (1,024 steps per update). Every update (80
     steps) would write 12x the points for ~0.5% of the run's time (a dozen scalars at 10-50 us each per
-    ~100 ms update); the stop signal is also checked then (an all-reduce under torchrun)"""
+    ~100 ms update)"""
 
     num_envs: int = 16
     """parallel game environments per process (OpenAI Baselines' a2c and the rl-zoo; under torchrun the
@@ -218,9 +218,11 @@ def a2c_loss(log_probs: torch.Tensor, advantages: torch.Tensor, values: torch.Te
     return loss, stats
 
 
-def linear_schedule(iteration: int, num_iterations: int, start: float) -> float:
-    """The learning rate of update `iteration` (1-based): `start` at the first, annealed linearly toward 0."""
-    return start * (1.0 - (iteration - 1.0) / num_iterations)
+def linear_schedule(start: float, end: float, duration: int, t: int) -> float:
+    """`start` at t = 0, linearly to `end` at t = duration, then `end`: one signature in every script (PPO's
+    and A2C's learning rate over updates, DQN's epsilon over agent steps)."""
+    frac = min(t / duration, 1.0) if duration > 0 else 1.0
+    return start * (1.0 - frac) + end * frac
 
 
 def check_args(args: Args) -> None:
@@ -256,16 +258,14 @@ def main() -> None:
         harness.fail(f"--total-timesteps {args.total_timesteps} is less than one rollout of the job "
                      f"({steps_per_iteration})")
 
-    # The envs as one vector env, or with --overlap as two halves: while one half's games step, the policy
-    # acts for the other. Each part holds a slice of the buffers' columns (env i is column i either way).
-    parts = wrappers.make_vector_env_parts(args.env_id, args.num_envs, 2 if args.overlap else 1,
-                                           backend=args.env_backend, num_threads=proc.env_threads,
-                                           repeat_action_probability=args.repeat_action_probability)
-    num_actions = int(parts[0][0].single_action_space.n)
+    envs = wrappers.make_vector_env(args.env_id, args.num_envs, backend=args.env_backend, num_threads=proc.env_threads,
+                                    repeat_action_probability=args.repeat_action_probability)
+    num_actions = int(envs.single_action_space.n)
     agent = Agent(num_actions, channels_last=args.channels_last).to(device)
     if args.compile:  # see --help: faster here after a start-up compile, other numerics
         agent.compile()
     optimizer, learning_rate = make_optimizer(agent, args)
+    harness.start_from(checkpoint, agent, optimizer, args, proc)
     run = harness.Run(args, proc, "a2c", agent, optimizer, checkpoint, num_iterations * steps_per_iteration,
                       num_actions, settings=dict(batch_size=batch_size, num_iterations=num_iterations))
     global_step = run.start_step
@@ -280,7 +280,7 @@ def main() -> None:
     # do not bootstrap; episode_ends[t] = game over or truncation at t, so step t+1 is a reset step;
     # valid[t] = 0 for a reset step (obs[t] is the last frame of a finished game, its action is ignored),
     # which the loss weighs 0. A truncation is not a termination: it bootstraps from V(obs[t+1]).
-    obs_shape = parts[0][0].single_observation_space.shape
+    obs_shape = envs.single_observation_space.shape
     obs = harness.frame_buffer((args.num_steps, args.num_envs) + obs_shape, args.channels_last, device)
     actions = torch.zeros((args.num_steps, args.num_envs), dtype=torch.long, device=device)
     values = torch.zeros((args.num_steps, args.num_envs), device=device)
@@ -288,45 +288,35 @@ def main() -> None:
     terminated_np, episode_ends_np, valid_np = (np.zeros((args.num_steps, args.num_envs), dtype=bool) for _ in range(3))
 
     # Emulators cannot be snapshotted: a resumed run starts new games, seeded from the seed and the step.
-    # next_obs holds each part's observations; env i is seeded seed + i, however the envs are split.
-    next_obs = [torch.from_numpy(x).to(device) for x in wrappers.reset_parts(parts, proc.seed + global_step)]
-    next_valid = np.ones(args.num_envs, dtype=bool)
+    next_obs = torch.from_numpy(envs.reset(seed=proc.seed + global_step)[0]).to(device)
+    next_valid = np.ones(args.num_envs, dtype=bool)  # next_obs is not the last frame of a finished game
     switch_threads = proc.inference_threads != proc.torch_threads
 
     for iteration in range(start_iteration, num_iterations + 1):
-        lr = linear_schedule(iteration, num_iterations, learning_rate) if args.anneal_lr else learning_rate
+        lr = linear_schedule(learning_rate, 0.0, num_iterations, iteration - 1) if args.anneal_lr else learning_rate
         optimizer.param_groups[0]["lr"] = lr
 
-        # Act and store: num_steps steps of every env with the current policy. The rollout is one autocast
+        # Act, step, store: num_steps steps of every env with the current policy. The rollout is one autocast
         # region, so autocast casts the weights to bf16 once and reuses them (its cache lives as long as the
         # region) instead of at every step; the parameters do not change until the update.
-        # A part's step is received just before the policy acts for it again (so with two halves one half's
-        # games step while the network acts for the other); the last pass only receives. Each env gets the
-        # serial loop's actions in its order, drawn in the same order (see ppo_atari.py).
         if switch_threads:
             torch.set_num_threads(proc.inference_threads)
         with torch.inference_mode(), proc.autocast:
-            for step in range(args.num_steps + 1):
-                for part, (envs, cols) in enumerate(parts):
-                    if step > 0:  # receive this part's step - 1
-                        t = step - 1
-                        with run.timer("env"):
-                            next_obs_np, rewards_np[t, cols], terminated_np[t, cols], truncated, info = envs.recv()
-                        valid_np[t, cols] = next_valid[cols]
-                        episode_ends_np[t, cols] = wrappers.reset_next(terminated_np[t, cols], truncated, info)
-                        next_valid[cols] = ~episode_ends_np[t, cols]
-                        next_obs[part] = torch.from_numpy(next_obs_np).to(device)
-                        run.log_episodes(info, global_step + step * args.num_envs * proc.world_size)
-                    if step < args.num_steps:  # act for this part at step
-                        with run.timer("inference"):
-                            obs[step, cols] = next_obs[part]
-                            logits, values[step, cols] = agent(obs[step, cols])  # in the buffer's layout
-                            actions[step, cols] = Categorical(logits=logits, validate_args=False).sample()
-                            action_np = actions[step, cols].cpu().numpy()
-                        with run.timer("env"):
-                            envs.send(action_np)
+            for step in range(args.num_steps):
+                with run.timer("inference"):
+                    obs[step] = next_obs
+                    logits, values[step] = agent(obs[step])
+                    actions[step] = Categorical(logits=logits, validate_args=False).sample()
+                    action_np = actions[step].cpu().numpy()
+                with run.timer("env"):
+                    next_obs_np, rewards_np[step], terminated_np[step], truncated, info = envs.step(action_np)
+                valid_np[step] = next_valid
+                episode_ends_np[step] = wrappers.reset_next(terminated_np[step], truncated, info)
+                next_valid = ~episode_ends_np[step]
+                next_obs = torch.from_numpy(next_obs_np).to(device)
+                run.log_episodes(info, global_step + (step + 1) * args.num_envs * proc.world_size)
             with run.timer("inference"):
-                next_value = torch.cat([agent(x)[1] for x in next_obs])
+                next_value = agent(next_obs)[1]
         global_step += steps_per_iteration
         rewards, terminated, episode_ends, valid = (torch.from_numpy(x).to(device) for x in
                                                     (rewards_np, terminated_np, episode_ends_np, valid_np))
@@ -350,24 +340,20 @@ def main() -> None:
             nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
             optimizer.step()
 
-        # Log every --log-every agent steps: this update's statistics. Every rank reaches the same steps, so
-        # all take part in should_stop's all-reduce together.
-        stopping = False
+        # Log every --log-every agent steps: this update's statistics.
         if global_step >= next_log or iteration == num_iterations:
             next_log = (global_step // args.log_every + 1) * args.log_every
             run.log(global_step, {"charts/learning_rate": lr, **{f"losses/{k}": v for k, v in stats.items()},
                                   "losses/explained_variance": harness.explained_variance(values.reshape(-1),
                                                                                   returns.reshape(-1), b_valid)})
             run.log_speed(global_step)
-            stopping = run.should_stop()
         run.evaluate_if_due(global_step, act)
         if run.checkpoint_due(global_step, final=iteration == num_iterations):
             run.save_checkpoint(global_step, iteration=iteration)
-        if stopping:
+        if run.should_stop(global_step):
             break
 
-    for envs, _ in parts:
-        envs.close()
+    envs.close()
     run.finish(global_step, act)
 
 

@@ -210,10 +210,10 @@ def td_loss(q_taken: torch.Tensor, targets: torch.Tensor, kind: str) -> torch.Te
 
 
 def linear_schedule(start: float, end: float, duration: int, t: int) -> float:
-    """`start` at step t = 0, moving linearly to `end` at t = duration, then `end` (the epsilon schedule)."""
-    if duration <= 0:
-        return end
-    return start + (end - start) * min(t / duration, 1.0)
+    """`start` at t = 0, linearly to `end` at t = duration, then `end`: one signature in every script (PPO's
+    and A2C's learning rate over updates, DQN's epsilon over agent steps)."""
+    frac = min(t / duration, 1.0) if duration > 0 else 1.0
+    return start * (1.0 - frac) + end * frac
 
 
 class ReplayMemory:
@@ -227,9 +227,11 @@ class ReplayMemory:
     four, s' = the last four.
     """
 
-    FRAMES_PER_SAMPLE = wrappers.FRAME_STACK + 1
+    STACK = wrappers.FRAME_STACK  # frames per observation: a transition spans STACK + 1 slots
+    FRAMES_PER_SAMPLE = STACK + 1
 
-    def __init__(self, capacity: int, num_envs: int, frame_shape: tuple[int, int] = (84, 84)):
+    def __init__(self, capacity: int, num_envs: int,
+                 frame_shape: tuple[int, int] = (wrappers.SCREEN_SIZE, wrappers.SCREEN_SIZE)):
         self.num_envs = num_envs
         self.size = capacity // num_envs  # slots per env ring
         self.frame_shape = frame_shape
@@ -252,7 +254,7 @@ class ReplayMemory:
     @staticmethod
     def bytes_per_transition() -> int:
         """Bytes stored per transition: one frame, action, reward and three flags."""
-        return 84 * 84 + 1 + 4 + 1 + 1 + 1
+        return wrappers.SCREEN_SIZE**2 + 1 + 4 + 1 + 1 + 1
 
     def add_observation(self, newest_frames: np.ndarray, game_start: np.ndarray) -> None:
         """Store the newest frame (N, 84, 84) of every env's current observation."""
@@ -288,11 +290,11 @@ class ReplayMemory:
         before it must still be held (age >= 3): older ones were overwritten.
         """
         held = min(self.frames_added, self.size)
-        low = wrappers.FRAME_STACK - 1 if self.frames_added > self.size else 0
+        low = self.STACK - 1 if self.frames_added > self.size else 0
         return low, held - 1
 
     def sample(self, batch_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """A uniform minibatch: frames (B, 5, 84, 84) uint8 with s = [:, :4] and s' = [:, 1:], actions,
+        """A uniform minibatch: frames (B, STACK + 1, 84, 84) uint8 with s = [:, :-1] and s' = [:, 1:], actions,
         rewards and terminated (B,). Draws with np.random; never crosses an env's ring or a game start."""
         low, high = self.sample_range()
         if high <= low:
@@ -310,15 +312,15 @@ class ReplayMemory:
         else:
             raise RuntimeError("the replay memory holds no playable transition")
 
-        window = (slots[:, None] + np.arange(-3, 2)) % self.size  # slots i-3 .. i+1
+        window = (slots[:, None] + np.arange(1 - self.STACK, 2)) % self.size  # slots i-3 .. i+1
         if self._batch_frames is None or len(self._batch_frames) != batch_size:
             self._batch_frames = np.empty((batch_size, self.FRAMES_PER_SAMPLE, *self.frame_shape), np.uint8)
         flat = self.frames.reshape(-1, *self.frame_shape)
         np.take(flat, envs[:, None] * self.size + window, axis=0, out=self._batch_frames, mode="clip")
         # Frame i-3+w (w = 0..2) belongs to an earlier game when a game starts at any later slot up to i.
-        starts = self.game_start[envs[:, None], window[:, 1:4]]
+        starts = self.game_start[envs[:, None], window[:, 1 : self.STACK]]
         earlier_game = np.flip(np.logical_or.accumulate(np.flip(starts, 1), axis=1), 1)
-        self._batch_frames[:, :3][earlier_game] = 0
+        self._batch_frames[:, : self.STACK - 1][earlier_game] = 0
         return self._batch_frames, self.actions[envs, slots], self.rewards[envs, slots], self.terminated[envs, slots]
 
     ARRAYS = ("frames", "actions", "rewards", "terminated", "game_start", "taken")
@@ -348,30 +350,6 @@ class ReplayMemory:
         self.cursor, self.frames_added = cursor, frames_added
 
 
-def save_replay_atomic(memory: ReplayMemory, global_step: int, path: str) -> None:
-    """np.savez (uncompressed, no pickles) to path + ".tmp", then rename."""
-    with open(path + ".tmp", "wb") as f:
-        np.savez(f, global_step=np.array(global_step, dtype=np.int64), **memory.state())
-    os.replace(path + ".tmp", path)
-
-
-def load_replay(memory: ReplayMemory, path: str, global_step: int) -> bool:
-    """Restore the memory saved beside the checkpoint of `global_step`; False when there is none (a warning
-    when there is one that cannot be used: another step's, or a damaged file), and the memory must refill."""
-    if not os.path.isfile(path):
-        return False
-    try:
-        with np.load(path, allow_pickle=False) as state:
-            if int(state["global_step"]) != global_step:
-                raise ValueError(f"it is from step {int(state['global_step'])}, the checkpoint from {global_step}")
-            memory.load_state(state)
-        return True
-    except (OSError, ValueError, KeyError) as e:
-        print(f"warning: not using the replay memory '{path}' ({e}); refilling it for --learning-starts agent "
-              f"steps", file=sys.stderr)
-        return False
-
-
 def epsilon_greedy(q_network: QNetwork, obs: np.ndarray, epsilon: float, num_actions: int, device: torch.device,
                    lazy: bool = True) -> np.ndarray:
     """Actions for a batch of observations: uniform with probability epsilon, else argmax Q.
@@ -379,7 +357,7 @@ def epsilon_greedy(q_network: QNetwork, obs: np.ndarray, epsilon: float, num_act
     The random draws come first and are the same whether or not Q is computed, so `lazy` (skip the
     network when every env explores) changes the speed only. Q is computed in float32 even with --bf16:
     on a batch of one observation bf16 is slower (0.85 ms fp32, 1.19 ms bf16 per forward pass on a 2-core
-    AMX Xeon, benchmark/results/openmp_wait_policy.md), and the argmax is then exact.
+    AMX Xeon, benchmark/studies/openmp_wait_policy.md), and the argmax is then exact.
     """
     explore = np.random.random(len(obs)) < epsilon
     actions = np.random.randint(num_actions, size=len(obs))
@@ -445,12 +423,20 @@ def main() -> None:
     learning_begins = hp.learning_starts  # the agent step after which updates start
     # The harness restores the online network and the optimizer; the target network and the replay memory
     # are DQN's, restored here (the memory, up to 7 GB, before the run's clock starts).
+    harness.start_from(checkpoint, q_network, optimizer, args, proc)
     if checkpoint is None:
         target_network.load_state_dict(q_network.state_dict())
     else:
         target_network.load_state_dict(checkpoint["target_model"])
-        if not load_replay(memory, os.path.join(args.resume, "replay.npz"), checkpoint["global_step"]):
-            learning_begins = checkpoint["global_step"] + hp.learning_starts  # refill the memory first
+        saved = harness.load_replay(os.path.join(args.resume, "replay.npz"), checkpoint["global_step"])
+        if saved is not None:
+            try:
+                memory.load_state(saved)
+            except (ValueError, KeyError) as e:
+                print(f"warning: not using the saved replay memory ({e})", file=sys.stderr)
+                saved = None
+        if saved is None:  # refill the memory first
+            learning_begins = checkpoint["global_step"] + hp.learning_starts
     run = harness.Run(args, proc, "dqn", q_network, optimizer, checkpoint, args.total_timesteps, num_actions,
                       phases=("env", "inference", "replay", "update"),
                       settings=dict(**{f"used_{k}": v for k, v in dataclasses.asdict(hp).items()},
@@ -507,12 +493,11 @@ def main() -> None:
                 run.log(global_step, {"losses/td_loss": loss, "losses/q_values": q_taken.mean()})
             run.log_speed(global_step, eps=f"{epsilon:.3f}")
         run.evaluate_if_due(global_step, act)
-        stopping = run.should_stop()
         if run.checkpoint_due(global_step, final=global_step >= args.total_timesteps):
             if args.save_replay:  # first the memory, then the checkpoint that names its step
-                save_replay_atomic(memory, global_step, os.path.join(run.run_dir, "replay.npz"))
+                harness.save_replay(memory.state(), global_step, os.path.join(run.run_dir, "replay.npz"))
             run.save_checkpoint(global_step, target_model=target_network.state_dict())
-        if stopping:
+        if run.should_stop(global_step):
             break
 
     envs.close()

@@ -7,10 +7,11 @@ that calls the script: `main()` keeps its own loop and says every step of it.
 
     args, checkpoint = harness.parse(Args, algo="ppo")  # flags, --resume's saved settings, range checks
     proc = harness.setup_process(args)                  # threads, denormals, seeds, torchrun, device
+    harness.start_from(checkpoint, model, optimizer, args, proc)  # --resume's weights, optimizer, streams
     run = harness.Run(args, proc, "ppo", model, optimizer, checkpoint, total_steps, settings)
     ... the algorithm's loop, calling:
         run.timer("env"), run.log_episodes(info, step), run.log(step, scalars), run.check_finite(step, loss)
-        run.should_stop(), run.checkpoint_due(step, final), run.save_checkpoint(step, **extra)
+        run.checkpoint_due(step, final), run.save_checkpoint(step, **extra), run.should_stop(step)
         run.log_speed(step), run.evaluate_if_due(step, act)
     run.finish(step, act)                               # final model, final evaluation, or the stop report
 
@@ -28,7 +29,9 @@ What lives here, and the contracts it keeps:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 import math
 import os
 import random
@@ -36,6 +39,7 @@ import shutil
 import signal
 import sys
 import time
+import zipfile
 from dataclasses import dataclass, field
 from typing import Callable, Literal
 
@@ -105,15 +109,6 @@ class RunArgs:
     inference_threads: int | None = None
     """torch threads for acting on a batch of num_envs observations (None: --torch-threads); one thread
     can win on a small batch on a busy machine"""
-    overlap: bool = False
-    """step the envs in two halves of num_envs/2 games and let the policy act for one half while the other
-    half's games step (PPO and A2C; --num-envs must be even). The transitions are the serial loop's, env by
-    env and step by step; only the network runs on batches of num_envs/2, so values and log-probabilities
-    may differ from the serial loop's in the last bits, and with them, very rarely, a sampled action (on our
-    CPU they are bit-equal). Off by default: on a 2-core CPU the emulator and torch threads already fill the
-    cores, and it measured slower (agent steps/s: PPO 630 vs 680, A2C 960 vs 1,170); it is for machines
-    with cores to spare. The native and async backends overlap; sync steps a half only when its results are
-    wanted"""
     flush_denormal: bool = True
     """treat subnormal floats (below 1.2e-38) as zero on CPU (torch.set_flush_denormal): after many updates
     much of Adam's moment estimates decays into that range, where x86 arithmetic is many times slower (49%
@@ -132,7 +127,7 @@ class RunArgs:
     the start (about 25 s on 2 cores, a few with TorchInductor's cache warm) and changes the numerics: its
     fused kernels round differently, so the same seed gives other losses. After the compile, on a 2-core
     Xeon: PPO 6-11% more agent steps/s, A2C 0-5%, DQN 2-6% fewer; a cold compile pays for itself after
-    about 200k PPO agent steps (benchmark/results/compile.md)"""
+    about 200k PPO agent steps (benchmark/studies/compile.md)"""
 
     save_model: bool = False
     """save the model at the end and a checkpoint every --checkpoint-every agent steps"""
@@ -165,7 +160,7 @@ class RunArgs:
 # it reports and of how long it goes on, not of what it learns: --resume takes them from the command line
 # when given there (a run may continue on another machine), and every other setting from the checkpoint.
 RESUMABLE_FLAGS = ("total_timesteps", "cuda", "env_backend", "env_threads", "torch_threads", "inference_threads",
-                   "overlap", "channels_last", "bf16", "fused_adam", "compile", "flush_denormal", "eval_every",
+                   "channels_last", "bf16", "fused_adam", "compile", "flush_denormal", "eval_every",
                    "eval_episodes", "eval_video", "progress")
 
 
@@ -213,19 +208,11 @@ def cpp_compiler() -> str | None:
                 None)
 
 
-OVERLAP_ALGOS = ("ppo", "a2c")  # the scripts whose rollout can step one half of the envs while acting for the other
-
-
 def check_run_args(args: RunArgs, algo: str) -> None:
     """The range checks of the settings every script shares; the script adds its algorithm's."""
     check_range(args, at_least_one=("num_envs", "total_timesteps", "checkpoint_every", "eval_every",
                                     "run_episodes", "torch_threads", "inference_threads"),
                 non_negative=("env_threads", "eval_episodes"), probability=("repeat_action_probability",))
-    if args.overlap and algo not in OVERLAP_ALGOS:
-        fail(f"--overlap is for {' and '.join(f'{a}_atari.py' for a in OVERLAP_ALGOS)}; {algo.upper()} steps its "
-             "envs serially: drop it")
-    if args.overlap and args.num_envs % 2:
-        fail(f"--overlap steps the envs in two halves: --num-envs must be even, got {args.num_envs}")
     if args.run is not None and args.resume is not None:
         fail("--run replays a model file and --resume continues a training run: give one of them")
     if args.compile and args.run is None and cpp_compiler() is None:
@@ -332,7 +319,7 @@ def setup_process(args: RunArgs) -> Process:
 
     OpenMP keeps its default wait policy: libgomp's threads spin for a while after each parallel region
     before they sleep, so the many small ops of an update find them awake. Measured on a 2-core Xeon
-    (benchmark/results/openmp_wait_policy.md): OMP_WAIT_POLICY=PASSIVE, which puts them to sleep at once,
+    (benchmark/studies/openmp_wait_policy.md): OMP_WAIT_POLICY=PASSIVE, which puts them to sleep at once,
     made DQN 1.6x, PPO 1.15x and A2C 1.13x slower. Two runs that each use every core of the same machine
     are many times slower whatever the policy (their threads wait at every op for a thread that is not
     running): give each run its share with --torch-threads, as benchmark/run.py --parallel does."""
@@ -443,18 +430,53 @@ def model_file(args: RunArgs, algo: str, model: torch.nn.Module, num_actions: in
     }
 
 
-def save_atomic(obj: dict, path: str) -> None:
-    """torch.save to path + ".tmp", then rename: a crash never leaves a half-written file behind. A full disk
-    or an unwritable directory ends in one line, and the file that was there stays as it was."""
+def write_atomic(path: str, write: Callable[[io.BufferedWriter], object]) -> None:
+    """`write(f)` into path + ".tmp", flushed to the disk, then renamed over `path`: a crash never leaves a
+    half-written file behind. A full disk or an unwritable directory ends in one line (exit status 2), the
+    ".tmp" removed and the file that was there unchanged."""
+    tmp = path + ".tmp"
     try:
-        torch.save(obj, path + ".tmp")
-        os.replace(path + ".tmp", path)
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())  # the bytes are on the disk before the rename makes them the file
+        os.replace(tmp, path)
     except OSError as e:
-        try:
-            os.remove(path + ".tmp")
-        except OSError:
-            pass
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
         fail(f"cannot write '{path}' ({e.strerror or e}); the file that was there is unchanged")
+
+
+def save_atomic(obj: dict, path: str) -> None:
+    """torch.save `obj` to `path` atomically (`write_atomic`). It is serialized in memory first: torch's zip
+    writer reports a full disk as a RuntimeError ("unexpected pos") that names no cause, Python's write as
+    the OSError it is."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    write_atomic(path, lambda f: f.write(buffer.getbuffer()))
+
+
+# DQN's replay memory beside its checkpoint: an .npz of plain arrays (uncompressed, no pickles, so np.load
+# with allow_pickle=False reads it), the memory's own arrays (ReplayMemory.state()) plus `global_step`, the
+# step of the checkpoint it belongs to.
+
+def save_replay(state: dict[str, np.ndarray], global_step: int, path: str) -> None:
+    write_atomic(path, lambda f: np.savez(f, global_step=np.array(global_step, dtype=np.int64), **state))
+
+
+def load_replay(path: str, global_step: int) -> dict[str, np.ndarray] | None:
+    """The arrays saved beside the checkpoint of `global_step`; None when there are none (with a warning when
+    a file is there that cannot be used: another step's, or a damaged one)."""
+    if not os.path.isfile(path):
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as saved:
+            if int(saved["global_step"]) != global_step:
+                raise ValueError(f"it is from step {int(saved['global_step'])}, the checkpoint from {global_step}")
+            return {name: saved[name] for name in saved.files}
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
+        print(f"warning: not using the replay memory '{path}' ({e})", file=sys.stderr)
+        return None
 
 
 def load_file(path: str, what: str, algo: str, device: torch.device | str = "cpu") -> dict:
@@ -558,12 +580,41 @@ class _Timer:
         self.times[self.phase] += time.perf_counter() - self.start
 
 
+def start_from(checkpoint: dict | None, model: torch.nn.Module, optimizer: torch.optim.Optimizer, args: RunArgs,
+               proc: Process) -> None:
+    """Put the model, the optimizer and the random streams where the run starts: with a checkpoint
+    (`harness.parse` returned it on --resume), where it left off; under torchrun every rank then takes rank
+    0's parameters. The script restores anything else it saved (DQN's target network) from the same dict."""
+    if checkpoint is not None:
+        model.load_state_dict(checkpoint["model"])
+        state = checkpoint["optimizer"]
+        # The fused choice is this command line's (--fused-adam is a speed flag), and it must be in place
+        # before the state loads: load_state_dict puts Adam's step counters on the CPU or on the device by
+        # the saved groups' `fused`, and a fused step needs them on the device.
+        for group in state["param_groups"]:
+            if "fused" in group:
+                group["fused"] = args.fused_adam or None
+        optimizer.load_state_dict(state)
+        states = checkpoint["rng"] if isinstance(checkpoint["rng"], list) else [checkpoint["rng"]]
+        if len(states) == proc.world_size:  # same job shape: every rank picks up its own streams
+            set_rng_states(states[proc.rank])
+    if proc.world_size > 1:  # every rank starts from rank 0's parameters
+        for p in model.parameters():
+            dist.broadcast(p.data, src=0)
+
+
 class Run:
     """One training run: its directory, TensorBoard writer, progress bar, checkpoints, evaluations and stop.
 
-    Rank 0 writes files; every rank keeps the same schedule. Construction restores `model` and `optimizer`
-    from `checkpoint` when resuming (the script restores anything else it saved from the same dict, as
-    `harness.parse` returned it), and under torchrun gives every rank rank 0's parameters.
+    Constructing it opens the run: rank 0 makes the run directory and the TensorBoard writer, and every rank
+    starts listening for Ctrl-C and SIGTERM (`StopRequest`). Rank 0 writes files; every rank keeps the same
+    schedule. The model and the optimizer are the script's, already placed by `start_from`.
+
+    At the end of each iteration the loop asks two questions, in either order:
+        if run.checkpoint_due(step, final): run.save_checkpoint(step, ...)   # periodic, at the end, on a stop
+        if run.should_stop(step): break
+    Both read one decision per step, agreed by every rank, so a stop always finds its checkpoint; a loop that
+    never saves the checkpoint `checkpoint_due` asked for fails in `finish` with a RuntimeError.
     """
 
     def __init__(self, args: RunArgs, proc: Process, algo: str, model: torch.nn.Module,
@@ -575,21 +626,11 @@ class Run:
         self.exp_name = script_name(args)
         if checkpoint is not None:
             self.run_name, self.run_dir = checkpoint.get("run_name", os.path.basename(args.resume)), args.resume
-            model.load_state_dict(checkpoint["model"])
-            optimizer.load_state_dict(checkpoint["optimizer"])
-            if "fused" in optimizer.param_groups[0]:  # loading restores the saved choice; the flag decides
-                optimizer.param_groups[0]["fused"] = args.fused_adam or None
-            states = checkpoint["rng"] if isinstance(checkpoint["rng"], list) else [checkpoint["rng"]]
-            if len(states) == proc.world_size:  # same job shape: every rank picks up its own streams
-                set_rng_states(states[proc.rank])
             self.start_step = int(checkpoint["global_step"])
         else:
             self.run_name = args.run_name or f"{args.env_id.replace('/', '-')}__{self.exp_name}__{args.seed}__{int(time.time())}"
             self.run_dir = os.path.join(args.runs_dir, self.run_name)
             self.start_step = 0
-        if proc.world_size > 1:  # every rank starts from rank 0's parameters
-            for p in model.parameters():
-                dist.broadcast(p.data, src=0)
         self.saved_step = self.start_step if checkpoint is not None else None  # agent step of checkpoint.pt
         self.next_checkpoint = self._next(self.start_step, args.checkpoint_every)
         self.next_eval = self._next(self.start_step, args.eval_every)
@@ -598,7 +639,8 @@ class Run:
         self.recent_returns: list[float] = []  # raw scores of this process's last 100 games
         self.start_time = time.perf_counter()
         self.stop = StopRequest()
-        self.stopping = False
+        self.stopping = False  # the decision of the step below, the same on every rank
+        self.decided_step: int | None = None
 
         self.writer = self.progress = None
         if proc.rank == 0:
@@ -675,17 +717,25 @@ class Run:
                 self.writer.close()
             sys.exit(1)
 
-    def should_stop(self) -> bool:
-        """Whether a signal asked the run to stop; under torchrun all ranks agree (at the first rank's)."""
-        stopping = self.proc.any(self.stop.signal is not None)
-        if stopping and self.stop.signal is None:
-            self.stop.signal = signal.SIGTERM  # another rank got it
-        self.stopping = stopping
-        return stopping
+    def _decide_stop(self, step: int) -> bool:
+        """Whether the run stops after agent step `step`: asked once per step, so that should_stop and
+        checkpoint_due agree whatever their order; under torchrun all ranks agree (at the first rank's signal)."""
+        if self.decided_step != step:
+            self.decided_step = step
+            self.stopping = self.proc.any(self.stop.signal is not None)
+            if self.stopping and self.stop.signal is None:
+                self.stop.signal = signal.SIGTERM  # another rank got it
+        return self.stopping
+
+    def should_stop(self, step: int) -> bool:
+        """Whether a signal asked the run to stop: the loop ends after this step."""
+        return self._decide_stop(step)
 
     def checkpoint_due(self, step: int, final: bool = False) -> bool:
         """With --save-model: at every --checkpoint-every agent steps, at the end, and when stopping."""
-        return self.args.save_model and (step >= self.next_checkpoint or final or self.stopping)
+        if not self.args.save_model:
+            return False
+        return step >= self.next_checkpoint or final or self._decide_stop(step)
 
     def save_checkpoint(self, step: int, **extra) -> None:
         """checkpoint.pt: the model file plus the optimizer, the step, every rank's random streams and `extra`
@@ -741,6 +791,9 @@ class Run:
                                if seconds or phase != "eval")
             print(f"{step - self.start_step} agent steps at {(step - self.start_step) / elapsed:.0f} steps/s "
                   f"({phases}{', ' + note if note else ''})", file=sys.stderr)
+        if self.args.save_model and self.saved_step != step and (self.stopping or step >= self.total_steps):
+            raise RuntimeError(f"no checkpoint at agent step {step}, where the run ends: the training loop must "
+                               f"call run.save_checkpoint(step, ...) whenever run.checkpoint_due(step) is True")
         if self.stopping and step < self.total_steps:
             if self.writer is not None:
                 self.writer.close()
@@ -753,8 +806,6 @@ class Run:
                       file=sys.stderr)
             sys.exit(128 + self.stop.signal)
         if self.args.save_model:
-            if self.saved_step != step:
-                self.save_checkpoint(step)
             if self.proc.rank == 0:
                 path = os.path.join(self.run_dir, f"{self.exp_name}.model")
                 save_atomic(model_file(self.args, self.algo, self.model, self.num_actions), path)

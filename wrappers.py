@@ -26,7 +26,6 @@ Steps 5-7 are vector wrappers applied to every backend, so all backends keep one
 
     obs, info = envs.reset(seed=seed)               # uint8 (N, 4, 84, 84); env i is seeded seed + i
     obs, reward, terminated, truncated, info = envs.step(actions)
-    envs.send(actions); ...; envs.recv()            # the same step in two calls: the games step meanwhile
       reward            float32, sign of the game reward, for learning
       info["raw_reward"] float32, the game reward of this step
       terminated        a life was lost or the game is over: do not bootstrap
@@ -38,9 +37,6 @@ Steps 5-7 are vector wrappers applied to every backend, so all backends keep one
 Autoreset is gymnasium 1.x's NEXT_STEP mode: when `reset_next(...)` is true for env i at step t (game over
 or truncation), step t+1 of env i is a *reset step*: its action is ignored, its reward is 0 and it returns
 the first observation of a new game. A life loss is followed by no reset step: the game goes on.
-
-`make_vector_env_parts` builds the same games as two vector envs of half as many, so that a script can act
-for one half while the other half's games step (`--overlap`); each game gets the seed it has in one env.
 
 Where the backends differ, and why (tests/test_wrappers.py pins each difference down):
   - No-op starts: gymnasium draws 1..noop_max no-ops after the FIRE frame; ale-py's C++ env draws
@@ -60,7 +56,7 @@ import ale_py
 import gymnasium as gym
 import numpy as np
 from ale_py.vector_env import AtariVectorEnv
-from gymnasium.vector import AsyncVectorEnv, AutoresetMode, VectorWrapper
+from gymnasium.vector import AutoresetMode, VectorWrapper
 from gymnasium.wrappers import AtariPreprocessing, FrameStackObservation
 from gymnasium.wrappers.vector import RecordEpisodeStatistics
 
@@ -248,57 +244,6 @@ class VectorSignReward(VectorWrapper):
         return obs, np.sign(info["raw_reward"]), terminated, truncated, info
 
 
-class SplitStep(VectorWrapper):
-    """The backend's step in two calls: `send(actions)` returns at once, the next `step(None)` receives.
-
-    ale-py's C++ env steps its games on its own threads between `send` and `recv` (the interface of EnvPool,
-    Weng et al. 2022, arXiv 2206.10558), gymnasium's AsyncVectorEnv in its subprocesses between `step_async`
-    and `step_wait`, so the caller can work meanwhile (`--overlap`). The sync backend keeps the actions and
-    steps when asked to receive: correct, but nothing overlaps. It sits under the learning-level wrappers,
-    so that their step() runs on what it receives. Changes nothing else: step(actions) with nothing sent is
-    the backend's step, and reset(), terminated and truncated are the backend's.
-    """
-
-    def __init__(self, env: gym.vector.VectorEnv):
-        super().__init__(env)
-        self.sent = None  # the actions of a step that was sent and not yet received
-
-    def send(self, actions: np.ndarray) -> None:
-        if self.sent is not None:
-            raise RuntimeError("send() again before the step sent last was received")
-        if isinstance(self.env, AsyncVectorEnv):
-            self.env.step_async(actions)
-        elif isinstance(self.env, AtariVectorEnv):
-            self.env.send(actions)
-        self.sent = actions
-
-    def step(self, actions: np.ndarray | None):
-        if self.sent is None:
-            return self.env.step(actions)
-        sent, self.sent = self.sent, None
-        if isinstance(self.env, AsyncVectorEnv):
-            return self.env.step_wait()
-        if isinstance(self.env, AtariVectorEnv):
-            return self.env.recv()
-        return self.env.step(sent)
-
-
-class SendRecv(VectorWrapper):
-    """The whole stack's step in two calls: `send(actions)` starts it in `SplitStep` at the bottom and
-    returns at once; `recv()` returns what `step(actions)` would have, after every wrapper above it.
-    step() and reset() pass through: reset(), terminated and truncated are unchanged."""
-
-    def __init__(self, env: gym.vector.VectorEnv, split: SplitStep):
-        super().__init__(env)
-        self.split = split
-
-    def send(self, actions: np.ndarray) -> None:
-        self.split.send(actions)
-
-    def recv(self):
-        return self.env.step(None)  # None: the actions already sent
-
-
 def reset_next(terminated: np.ndarray, truncated: np.ndarray, info: dict) -> np.ndarray:
     """Where the next step is a reset step (NEXT_STEP autoreset): after a game over or a truncation."""
     return info["game_over"] | truncated
@@ -361,40 +306,13 @@ def make_vector_env(
             envs = gym.vector.SyncVectorEnv([make_one] * num_envs)
         else:
             envs = gym.vector.AsyncVectorEnv([make_one] * num_envs, context="spawn")
-    split = SplitStep(envs)
-    envs = RecordEpisodeStatistics(split)
+    envs = RecordEpisodeStatistics(envs)
     envs = VectorEpisodicLife(envs)
     envs = VectorSignReward(envs)
-    envs = SendRecv(envs, split)
     if seed is not None:
         envs.reset(seed=seed)
         envs.action_space.seed(seed)
     return envs
-
-
-def make_vector_env_parts(
-    env_id: str, num_envs: int, parts: int, *, num_threads: int = 0, **kwargs
-) -> list[tuple[gym.vector.VectorEnv, slice]]:
-    """`num_envs` games as `parts` vector envs of num_envs // parts games each, with the columns of the
-    whole that each one holds (part p holds envs p * n .. (p + 1) * n - 1 of n = num_envs // parts).
-
-    One part is `make_vector_env`'s env. With two, a script acts for one half while the other half's
-    games step. Reset each part with seed + its first column (`reset_parts`): then env i of the whole is
-    seeded seed + i, as in one vector env, and plays the same game for the same actions. The native
-    backend's `num_threads` emulator threads (0: one per env, at most one per core) are shared out, at
-    least one per part. `kwargs` are `make_vector_env`'s.
-    """
-    if parts < 1 or num_envs % parts:
-        raise ValueError(f"{num_envs} envs do not split into {parts} equal parts")
-    size = num_envs // parts
-    threads = max(1, (num_threads or min(num_envs, _cpu_count())) // parts)
-    return [(make_vector_env(env_id, size, num_threads=threads, **kwargs), slice(p * size, (p + 1) * size))
-            for p in range(parts)]
-
-
-def reset_parts(parts: list[tuple[gym.vector.VectorEnv, slice]], seed: int) -> list[np.ndarray]:
-    """Reset every part, env i of the whole with seed + i; returns each part's first observations."""
-    return [envs.reset(seed=seed + cols.start)[0] for envs, cols in parts]
 
 
 def _cpu_count() -> int:

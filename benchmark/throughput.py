@@ -18,14 +18,14 @@ only figures taken in one run, on one machine. What it measures, in order:
      argmax for DQN, 16 sampled for A2C) in a tight loop, and random-action steps of
      `wrappers.make_vector_env` on each backend (native, sync, async) at each script's number of envs.
      Env + forward + update, each at its bare cost, is the serial ceiling: what the loop would reach if
-     it added nothing to its parts; the longer of env and forward, plus the update, is the overlapped
-     ceiling (`--overlap`, where there are cores to spare for both at once).
+     it added nothing to its parts.
   4. Our scripts at their defaults, each a subprocess (`--eval-episodes 0 --no-progress`, DQN also
      `--learning-starts 1000 --buffer-size 100000`), read from their TensorBoard events: agent steps/s
      and the seconds of each phase (time/env, time/inference, time/replay, time/update, cumulative) per
      1,024 agent steps, over the window from the first logged point after a warm-up (PPO: its first
-     update; DQN: 1,000 agent steps after learning starts; A2C: 1,000 agent steps) to the last. Each
-     phase beside its bare cost; overhead = loop / bare - 1.
+     update; DQN: 1,000 agent steps after learning starts; A2C: 1,000 agent steps) to the last
+     (benchmark/timing.py, which the studies of benchmark/studies/ share). Each phase beside its bare
+     cost; overhead = loop / bare - 1.
   5. Peers on the same workload, in the same run: CleanRL's own ppo_atari.py and dqn_atari.py (`--cleanrl
      DIR`, in a venv with the versions it pins, read from its charts/SPS events the same way), and
      Stable-Baselines3 2.9.2's A2C, PPO and DQN at the rl-zoo Atari settings (benchmark/sb3_speed.py,
@@ -37,8 +37,9 @@ only figures taken in one run, on one machine. What it measures, in order:
 with the working tree's, for a before/after claim measured in one run. `--repeat K` interleaves K rounds
 of everything and reports each round and the median. `--pause PID ...` stops other processes (SIGSTOP; the
 processes named, not their children) for the whole measurement and always resumes them (SIGCONT), also
-on an error, Ctrl-C or SIGTERM; a SIGKILL of this process is the one case it cannot handle. Each measurement also records the cores that processes
-other than ours used meanwhile, so a disturbed figure shows as one.
+on an error, Ctrl-C or SIGTERM; a SIGKILL of this process is the one case it cannot handle. Each
+measurement also records the cores that processes other than ours used meanwhile, so a disturbed figure
+shows as one.
 
 Usage (each full round takes about 20 minutes on 2 cores; stop other work, or pause it):
     python benchmark/throughput.py --cleanrl PATH/TO/cleanrl --repeat 2 --out benchmark/results/throughput.md
@@ -66,23 +67,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from timing import DQN_FLAGS, LEARNING_STARTS, PER, loop_figures, read_points, workload_flags
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ("ppo", "dqn", "a2c")
 SECTIONS = ("ours", "peers", "ceiling", "env")
 NUM_ACTIONS = 4  # Breakout's minimal action set, the scripts' default game
-PER = 1024  # phase times are shown in seconds per this many agent steps (one PPO rollout)
 DEFAULT_STEPS = {"ppo": 16_384, "dqn": 20_000, "a2c": 40_000}  # agent steps of one run of each script
-# The DQN workload of every speed comparison here, ours and the peers' (the reference figures of CleanRL's
-# dqn_atari.py were taken with it): learning starts after 1,000 agent steps, so that a short run is mostly
-# learning, and the replay memory holds 100,000 transitions.
-LEARNING_STARTS = 1_000
-DQN_FLAGS = ["--learning-starts", str(LEARNING_STARTS), "--buffer-size", "100000"]
-
-
-def workload_flags(script: str) -> list[str]:
-    """The flags that a timed run of `script` (ppo, a2c, dqn, or a file name of one) adds to its defaults."""
-    return list(DQN_FLAGS) if Path(script).name.startswith("dqn") else []
-
 
 # The environment CleanRL @fe8d8a0 pins (its requirements; it cannot run on gymnasium 1.x, CleanRL issue
 # #499), installed after the torch of our requirements.txt.
@@ -144,7 +135,7 @@ def min_steps(w: Workload) -> int:
     return w.warmup + max(w.log_every, w.steps_per_cycle)
 
 
-# --- arithmetic: FLOPs, ceilings, windows, ratios -----------------------------------------------------------------
+# --- arithmetic: FLOPs, ceilings, ratios --------------------------------------------------------------------------
 
 def nature_cnn_macs(num_actions: int, value_head: bool = False, frame: int = 84, stack: int = 4) -> list[int]:
     """Multiply-adds per observation of each weighted layer of the Nature CNN (Mnih et al. 2015), in order:
@@ -212,63 +203,6 @@ def serial_ceiling(bare: dict[str, float], per: int = PER) -> float | None:
     if not {"env", "inference", "update"} <= bare.keys():
         return None
     return per / sum(bare[p] for p in ("env", "inference", "update"))
-
-
-def overlapped_ceiling(w: Workload, bare: dict[str, float], per: int = PER) -> float | None:
-    """Agent steps/s of a loop that steps one half of the envs while the network acts for the other
-    (--overlap), at bare cost: the rollout takes the longer of env and inference, then the update. None
-    for a script that cannot split its envs (one env) or without all three costs. It assumes cores to
-    spare for both at once; where env and inference each already fill the cores (2 cores), no loop
-    reaches it."""
-    if w.num_envs < 2 or not {"env", "inference", "update"} <= bare.keys():
-        return None
-    return per / (max(bare["env"], bare["inference"]) + bare["update"])
-
-
-@dataclass(frozen=True)
-class Point:
-    """One logged point of a run: agent step, wall-clock time of the event, the steps/s the script
-    reported there (since its start), and the cumulative seconds of each phase so far."""
-
-    step: int
-    wall_time: float
-    reported_sps: float | None = None
-    phases: dict = field(default_factory=dict)
-
-
-def window(points: list[Point], warmup: int) -> tuple[Point, Point] | None:
-    """The measured window: from the first point at or after `warmup` agent steps to the last point
-    (None when fewer than two points are left)."""
-    after = sorted((p for p in points if p.step >= warmup), key=lambda p: p.step)
-    if len(after) < 2 or after[-1].step == after[0].step:
-        return None
-    return after[0], after[-1]
-
-
-def steps_per_second(first: Point, last: Point) -> float:
-    """Agent steps/s between two points, by their wall-clock times."""
-    return (last.step - first.step) / (last.wall_time - first.wall_time)
-
-
-def phase_seconds(first: Point, last: Point, per: int = PER) -> dict[str, float]:
-    """Seconds of each phase per `per` agent steps between two points of cumulative phase times."""
-    steps = last.step - first.step
-    return {p: (last.phases[p] - first.phases[p]) / steps * per for p in last.phases if p in first.phases}
-
-
-def loop_figures(points: list[Point], warmup: int, per: int = PER) -> dict | None:
-    """A run's figures over its window: sps (agent steps/s), sps_whole (the last steps/s the script
-    reported, over its whole run), phases (seconds per `per` agent steps, including `other`: the loop's time
-    outside every timed phase), window (first and last agent step). None without a window."""
-    found = window(points, warmup)
-    if found is None:
-        return None
-    first, last = found
-    sps = steps_per_second(first, last)
-    phases = {p: s for p, s in phase_seconds(first, last, per).items() if p != "eval" or s > 0}
-    if phases:
-        phases["other"] = per / sps - sum(phases.values())
-    return dict(sps=sps, sps_whole=last.reported_sps, phases=phases, window=(first.step, last.step))
 
 
 def overhead(loop: float | None, bare: float | None) -> float | None:
@@ -637,23 +571,6 @@ def env_steps_per_second(env_id: str, backend: str, num_envs: int, seconds: floa
 
 # --- whole runs, as subprocesses ----------------------------------------------------------------------------------
 
-def read_points(run_root: Path) -> list[Point]:
-    """The logged points of the run whose TensorBoard events lie somewhere under `run_root`: one per
-    charts/SPS event, with the time/<phase> values logged at the same step."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    files = sorted(run_root.rglob("events.out.tfevents*"), key=lambda p: p.stat().st_mtime)
-    if not files:
-        return []
-    events = EventAccumulator(str(files[-1].parent), size_guidance={"scalars": 0}).Reload()
-    tags = events.Tags()["scalars"]
-    if "charts/SPS" not in tags:
-        return []
-    phases = {t[len("time/"):]: {e.step: e.value for e in events.Scalars(t)} for t in tags if t.startswith("time/")}
-    return [Point(e.step, e.wall_time, e.value, {p: v[e.step] for p, v in phases.items() if e.step in v})
-            for e in events.Scalars("charts/SPS")]
-
-
 def run_process(cmd: list[str], cwd: Path, env: dict, timeout: float) -> tuple[bool, str, float, float | None]:
     """Run `cmd` with its output in cwd/output.log: (ok, the output's last line or the failure, wall seconds,
     cores other processes used meanwhile)."""
@@ -899,11 +816,24 @@ def script_figures(setup: Setup, results: Results, script: str) -> dict:
                              phases=median_phases(ok), rounds=len(ok))
     flops = update_flops(w.update_batch, NUM_ACTIONS, w.value_head, w.target_forward)
     return dict(update_s=update_s, forward_s=forward_s, env_sps=env_sps, bare=bare, runs=runs, flops=flops,
-                update_ceiling=update_ceiling(w, update_s), serial_ceiling=serial_ceiling(bare),
-                overlapped_ceiling=overlapped_ceiling(w, bare))
+                update_ceiling=update_ceiling(w, update_s), serial_ceiling=serial_ceiling(bare))
 
 
 def report(setup: Setup, results: Results, meta: dict) -> list[str]:
+    """The report as markdown lines: the machine, then each section whose measurements were made (--only),
+    the table, and every measurement by round."""
+    figures = {s: script_figures(setup, results, s) for s in setup.scripts}
+    lines = machine_section(setup, meta)
+    if "ceiling" in setup.sections:
+        lines += ceiling_section(setup, results, figures)
+    if "ceiling" in setup.sections or "env" in setup.sections:
+        lines += rollout_section(setup, results, figures, meta["env_id"])
+    if "ours" in setup.sections:
+        lines += loops_section(setup, figures)
+    return lines + table_section(setup, results, figures) + rounds_section(results)
+
+
+def machine_section(setup: Setup, meta: dict) -> list[str]:
     lines = [f"# Throughput on {meta['env_id']}: our scripts, env backends, peers and this machine's ceiling", "",
              f"{meta['date']}; `{meta['command']}`", "",
              "## Machine", "",
@@ -914,92 +844,103 @@ def report(setup: Setup, results: Results, meta: dict) -> list[str]:
              f"- paused during the measurement: {meta['paused'] or 'nothing'}",
              f"- {meta['rounds']} round(s), interleaved; every figure below is the median over the rounds (each "
              f"round's figures are in the last section)", ""]
-    lines += [f"- note: {n}" for n in setup.notes] + ([""] if setup.notes else [])
-    figures = {s: script_figures(setup, results, s) for s in setup.scripts}
+    return lines + [f"- note: {n}" for n in setup.notes] + ([""] if setup.notes else [])
 
+
+def ceiling_section(setup: Setup, results: Results, figures: dict) -> list[str]:
+    """GEMM, and each script's bare update beside the same update in its loop."""
+    fp32, bf16 = results.median(("gemm", "fp32")), results.median(("gemm", "bf16"))
+    lines = ["## Ceiling: this machine's arithmetic", "",
+             f"torch.mm of two 2048 x 2048 matrices, best of 3 rounds: **{fmt(fp32)} GFLOP/s in fp32, "
+             f"{fmt(bf16)} in bf16**.", "",
+             "One bare training step at each script's update batch, with its network class and default "
+             "speed settings (forward, backward, optimizer step; the loss a stand-in). GFLOP counted by hand "
+             "(`update_flops`: conv and linear multiply-adds x 2; forward, backward without the frames' "
+             "gradient, DQN's target forward). The update-only ceiling is the most agent steps/s the update "
+             "alone allows at the script's defaults. The last column is the same step in the precision the "
+             "default does not use: where it is faster, the default precision is the wrong one here.", ""]
+    rows = []
+    for s in setup.scripts:
+        f, w = figures[s], setup.workloads[s]
+        loop_update = f["runs"].get("ours", {}).get("phases", {}).get("update")
+        loop_gflops = gflops_per_second(f["flops"] * w.updates_per_cycle * PER / w.steps_per_cycle, loop_update)
+        other = median(results.get(("update_other_precision", s)))
+        rows.append([s, f"{w.updates_per_cycle} x ({setup.update_what.get(s, '-')}) per {w.steps_per_cycle:,} "
+                        f"agent steps", fmt(f["flops"] / 1e9, 2), fmt(f["update_s"] and 1000 * f["update_s"], 1),
+                     fmt(gflops_per_second(f["flops"], f["update_s"])), fmt(loop_gflops),
+                     fmt(f["update_ceiling"]),
+                     "-" if other is None else f"{1000 * other:,.1f} ms ({setup.other_precision[s]})"])
+    return lines + table(["script", "update at its defaults", "GFLOP per step", "ms per step (bare)", "GFLOP/s bare",
+                          "GFLOP/s in the loop", "update-only ceiling (agent steps/s)", "other precision"], rows,
+                         align="llrrrrrr")
+
+
+def rollout_section(setup: Setup, results: Results, figures: dict, env_id: str) -> list[str]:
+    """The bare forward pass of each script (with --only ceiling) and the env backends (with --only env)."""
+    lines = ["## Bare costs of the rollout", ""]
     if "ceiling" in setup.sections:
-        fp32, bf16 = results.median(("gemm", "fp32")), results.median(("gemm", "bf16"))
-        lines += ["## Ceiling: this machine's arithmetic", "",
-                  f"torch.mm of two 2048 x 2048 matrices, best of 3 rounds: **{fmt(fp32)} GFLOP/s in fp32, "
-                  f"{fmt(bf16)} in bf16**.", "",
-                  "One bare training step at each script's update batch, with its network class and default "
-                  "speed settings (forward, backward, optimizer step; the loss a stand-in). GFLOP counted by hand "
-                  "(`update_flops`: conv and linear multiply-adds x 2; forward, backward without the frames' "
-                  "gradient, DQN's target forward). The update-only ceiling is the most agent steps/s the update "
-                  "alone allows at the script's defaults. The last column is the same step in the precision the "
-                  "default does not use: where it is faster, the default precision is the wrong one here.", ""]
         rows = []
         for s in setup.scripts:
             f, w = figures[s], setup.workloads[s]
-            loop_update = f["runs"].get("ours", {}).get("phases", {}).get("update")
-            loop_gflops = gflops_per_second(f["flops"] * w.updates_per_cycle * PER / w.steps_per_cycle, loop_update)
-            other = median(results.get(("update_other_precision", s)))
-            rows.append([s, f"{w.updates_per_cycle} x ({setup.update_what.get(s, '-')}) per {w.steps_per_cycle:,} "
-                            f"agent steps", fmt(f["flops"] / 1e9, 2), fmt(f["update_s"] and 1000 * f["update_s"], 1),
-                         fmt(gflops_per_second(f["flops"], f["update_s"])), fmt(loop_gflops),
-                         fmt(f["update_ceiling"]),
-                         "-" if other is None else f"{1000 * other:,.1f} ms ({setup.other_precision[s]})"])
-        lines += table(["script", "update at its defaults", "GFLOP per step", "ms per step (bare)", "GFLOP/s bare",
-                        "GFLOP/s in the loop", "update-only ceiling (agent steps/s)", "other precision"], rows,
-                       align="llrrrrrr")
+            flops = forward_flops(w.num_envs, NUM_ACTIONS, w.value_head)
+            rows.append([s, setup.forward_what.get(s, "-"), fmt(f["forward_s"] and 1000 * f["forward_s"], 2),
+                         fmt(gflops_per_second(flops, f["forward_s"])),
+                         fmt(w.forwards_per_cycle * PER / w.steps_per_cycle, 1),
+                         fmt(f["bare"].get("inference"), 2)])
+        lines += table(["script", "forward pass", "ms per forward", "GFLOP/s", f"forwards per {PER:,} agent steps",
+                        f"s per {PER:,} agent steps"], rows, align="llrrrr")
+    if "env" in setup.sections:
+        sizes = sorted({setup.workloads[s].num_envs for s in setup.scripts})
+        users = {n: "/".join(s for s in setup.scripts if setup.workloads[s].num_envs == n) for n in sizes}
+        lines += [f"`wrappers.make_vector_env` on {env_id}, random actions, agent steps/s (best of 3 "
+                  f"windows after 50 warm-up steps; native: ale-py's C++ AtariVectorEnv on min(envs, cores) "
+                  f"threads; sync/async: gymnasium's vector envs over AtariPreprocessing):", ""]
+        rows = [[b, *(fmt(results.median(("env", b, n))) for n in sizes)] for b in results.env_backends()]
+        lines += table(["backend", *(f"{n} env{'s' if n > 1 else ''} ({users[n]})" for n in sizes)], rows)
+    return lines
 
-    if "ceiling" in setup.sections or "env" in setup.sections:
-        lines += ["## Bare costs of the rollout", ""]
-        if "ceiling" in setup.sections:
-            rows = []
-            for s in setup.scripts:
-                f, w = figures[s], setup.workloads[s]
-                flops = forward_flops(w.num_envs, NUM_ACTIONS, w.value_head)
-                rows.append([s, setup.forward_what.get(s, "-"), fmt(f["forward_s"] and 1000 * f["forward_s"], 2),
-                             fmt(gflops_per_second(flops, f["forward_s"])),
-                             fmt(w.forwards_per_cycle * PER / w.steps_per_cycle, 1),
-                             fmt(f["bare"].get("inference"), 2)])
-            lines += table(["script", "forward pass", "ms per forward", "GFLOP/s", f"forwards per {PER:,} agent steps",
-                            f"s per {PER:,} agent steps"], rows, align="llrrrr")
-        if "env" in setup.sections:
-            sizes = sorted({setup.workloads[s].num_envs for s in setup.scripts})
-            users = {n: "/".join(s for s in setup.scripts if setup.workloads[s].num_envs == n) for n in sizes}
-            lines += [f"`wrappers.make_vector_env` on {meta['env_id']}, random actions, agent steps/s (best of 3 "
-                      f"windows after 50 warm-up steps; native: ale-py's C++ AtariVectorEnv on min(envs, cores) "
-                      f"threads; sync/async: gymnasium's vector envs over AtariPreprocessing):", ""]
-            rows = [[b, *(fmt(results.median(("env", b, n))) for n in sizes)] for b in results.env_backends()]
-            lines += table(["backend", *(f"{n} env{'s' if n > 1 else ''} ({users[n]})" for n in sizes)], rows)
 
-    if "ours" in setup.sections:
-        lines += ["## Our scripts in their loops", "",
-                  f"Each script at its defaults, {', '.join(f'{s} {setup.steps[s]:,}' for s in setup.scripts)} "
-                  f"agent steps, `--eval-episodes 0 --no-progress`, DQN `{' '.join(DQN_FLAGS)}`. Agent steps/s "
-                  f"over the window after the warm-up (from the event times of charts/SPS); each phase (time/<phase>) "
-                  f"in seconds per {PER:,} agent steps beside the same work done bare; other = the loop's time "
-                  f"outside every timed phase (logging, buffers, the loop itself). DQN's inference can be below its "
-                  f"bare cost: it skips the network on the steps where it explores (`--lazy-greedy`); its replay "
-                  f"sampling has no bare counterpart here.", ""]
-        for s in setup.scripts:
-            f = figures[s]
-            for who, title in (("ours", "working tree"), ("ref", f"at {setup.ref}")):
-                run = f["runs"].get(who)
-                if run is None:
-                    continue
-                total = PER / run["sps"]
-                rows = []
-                for phase, loop in run["phases"].items():
-                    bare = f["bare"].get(phase)
-                    rows.append([phase, fmt(loop, 2), fmt(bare, 2), fmt_overhead(overhead(loop, bare))])
-                bare_total = sum(f["bare"].values()) if f["serial_ceiling"] else None
-                rows.append(["**total**", fmt(total, 2), fmt(bare_total, 2), fmt_overhead(overhead(total, bare_total))])
-                ceilings = [f"{ratio(run['sps'], c):.2f} of the {name} ceiling ({c:,.0f})" for name, c in
-                            (("serial", f["serial_ceiling"]), ("overlapped", f["overlapped_ceiling"]),
-                             ("update-only", f["update_ceiling"])) if c]
-                lines += [f"**{s}** ({title}): {run['sps']:,.0f} agent steps/s after warm-up ({fmt(run['sps_whole'])} "
-                          f"over the whole run, as the script reports it)" + "".join(f"; {c}" for c in ceilings), ""]
-                lines += table(["phase", f"loop, s per {PER:,} steps", "bare", "overhead (loop / bare - 1)"], rows)
+def loops_section(setup: Setup, figures: dict) -> list[str]:
+    """Our scripts' runs (the working tree's, and --ref's), each phase in the loop beside its bare cost."""
+    lines = ["## Our scripts in their loops", "",
+             f"Each script at its defaults, {', '.join(f'{s} {setup.steps[s]:,}' for s in setup.scripts)} "
+             f"agent steps, `--eval-episodes 0 --no-progress`, DQN `{' '.join(DQN_FLAGS)}`. Agent steps/s "
+             f"over the window after the warm-up (from the event times of charts/SPS); each phase (time/<phase>) "
+             f"in seconds per {PER:,} agent steps beside the same work done bare; other = the loop's time "
+             f"outside every timed phase (logging, buffers, the loop itself). DQN's inference can be below its "
+             f"bare cost: it skips the network on the steps where it explores (`--lazy-greedy`); its replay "
+             f"sampling has no bare counterpart here.", ""]
+    for s in setup.scripts:
+        for who, title in (("ours", "working tree"), ("ref", f"at {setup.ref}")):
+            run = figures[s]["runs"].get(who)
+            if run is not None:
+                lines += loop_lines(s, title, run, figures[s])
+    return lines
 
-    lines += ["## The table", "",
-              "Agent steps/s after the warm-up, medians over the rounds, all measured in this run. Peers: "
-              "CleanRL's own scripts (gymnasium 0.29.1, ale-py 0.9.1), Stable-Baselines3 2.9.2 at the rl-zoo "
-              "Atari settings (benchmark/sb3_speed.py). Ceilings: update-only = the bare update's time alone; "
-              "serial = env + forward + update, each at its bare cost; overlapped = the longer of env and forward, "
-              "then the update (--overlap with cores to spare for both; none for DQN's one env).", ""]
+
+def loop_lines(script: str, title: str, run: dict, f: dict) -> list[str]:
+    """One run's steps/s as a fraction of each ceiling, and its phases against their bare costs."""
+    total = PER / run["sps"]
+    rows = []
+    for phase, loop in run["phases"].items():
+        bare = f["bare"].get(phase)
+        rows.append([phase, fmt(loop, 2), fmt(bare, 2), fmt_overhead(overhead(loop, bare))])
+    bare_total = sum(f["bare"].values()) if f["serial_ceiling"] else None
+    rows.append(["**total**", fmt(total, 2), fmt(bare_total, 2), fmt_overhead(overhead(total, bare_total))])
+    ceilings = [f"{ratio(run['sps'], c):.2f} of the {name} ceiling ({c:,.0f})" for name, c in
+                (("serial", f["serial_ceiling"]), ("update-only", f["update_ceiling"])) if c]
+    lines = [f"**{script}** ({title}): {run['sps']:,.0f} agent steps/s after warm-up ({fmt(run['sps_whole'])} "
+             f"over the whole run, as the script reports it)" + "".join(f"; {c}" for c in ceilings), ""]
+    return lines + table(["phase", f"loop, s per {PER:,} steps", "bare", "overhead (loop / bare - 1)"], rows)
+
+
+def table_section(setup: Setup, results: Results, figures: dict) -> list[str]:
+    """The table: ours beside the peers and the ceilings; then before/after (--ref) and the env backends."""
+    lines = ["## The table", "",
+             "Agent steps/s after the warm-up, medians over the rounds, all measured in this run. Peers: "
+             "CleanRL's own scripts (gymnasium 0.29.1, ale-py 0.9.1), Stable-Baselines3 2.9.2 at the rl-zoo "
+             "Atari settings (benchmark/sb3_speed.py). Ceilings: update-only = the bare update's time alone; "
+             "serial = env + forward + update, each at its bare cost.", ""]
     rows = []
     for s in setup.scripts:
         f = figures[s]
@@ -1007,11 +948,9 @@ def report(setup: Setup, results: Results, meta: dict) -> list[str]:
         cleanrl, sb3 = f["runs"].get("cleanrl", {}).get("sps"), f["runs"].get("sb3", {}).get("sps")
         rows.append([s, fmt(ours), fmt(cleanrl), fmt_ratio(ratio(ours, cleanrl)), fmt(sb3), fmt_ratio(ratio(ours, sb3)),
                      fmt(f["update_ceiling"]), fmt_ratio(ratio(ours, f["update_ceiling"])), fmt(f["serial_ceiling"]),
-                     fmt_ratio(ratio(ours, f["serial_ceiling"])), fmt(f["overlapped_ceiling"]),
-                     fmt_ratio(ratio(ours, f["overlapped_ceiling"]))])
+                     fmt_ratio(ratio(ours, f["serial_ceiling"]))])
     lines += table(["script", "ours", "CleanRL", "ours / CleanRL", "SB3", "ours / SB3", "update-only ceiling",
-                    "ours / update-only", "serial ceiling", "ours / serial", "overlapped ceiling",
-                    "ours / overlapped"], rows)
+                    "ours / update-only", "serial ceiling", "ours / serial"], rows)
     if setup.ref:
         rows = []
         for s in setup.scripts:
@@ -1025,21 +964,24 @@ def report(setup: Setup, results: Results, meta: dict) -> list[str]:
         rows = [[f"env backend {b}", *(fmt(results.median(("env", b, n))) for n in sizes)]
                 for b in results.env_backends()]
         lines += table(["env backend, random actions", *(f"{n} env{'s' if n > 1 else ''}" for n in sizes)], rows)
+    return lines
 
-    lines += ["## Every measurement, by round", "",
-              "other processes: the cores that processes other than this benchmark and its children used "
-              "meanwhile (a figure measured beside a busy process is slower than the machine).", ""]
+
+def rounds_section(results: Results) -> list[str]:
+    """Every measurement of every round, with the cores other processes used meanwhile."""
+    lines = ["## Every measurement, by round", "",
+             "other processes: the cores that processes other than this benchmark and its children used "
+             "meanwhile (a figure measured beside a busy process is slower than the machine).", ""]
     rows = []
     for round_, label, value, unit, others in results.rows:
         if isinstance(value, dict):
-            shown = f"failed: {value['error']}" if "error" in value else \
+            text = f"failed: {value['error']}" if "error" in value else \
                 (f"{fmt(value['sps'])} {unit} ({fmt(value.get('sps_whole'))} over the whole run; "
                  f"{fmt(value.get('wall'))} s)")
         else:
-            shown = f"{fmt(1000 * value, 2)} ms" if unit == "s" else f"{fmt(value)} {unit}"
-        rows.append([str(round_), label, shown, fmt(others, 2)])
-    lines += table(["round", "measurement", "value", "other processes (cores)"], rows, align="rllr")
-    return lines
+            text = f"{fmt(1000 * value, 2)} ms" if unit == "s" else f"{fmt(value)} {unit}"
+        rows.append([str(round_), label, text, fmt(others, 2)])
+    return lines + table(["round", "measurement", "value", "other processes (cores)"], rows, align="rllr")
 
 
 # --- main ---------------------------------------------------------------------------------------------------------

@@ -2,9 +2,39 @@
 
 from __future__ import annotations
 
+import os
+import pathlib
+import shutil
 import subprocess
 import sys
 import time
+
+import pytest
+
+
+class SmallFilesystem(type(pathlib.Path())):
+    """The mount point of a real 1 MiB tmpfs (a pathlib.Path), which a test can remount read-only."""
+
+    def remount_read_only(self) -> None:
+        subprocess.run(["mount", "-o", "remount,ro", str(self)], check=True)
+
+
+@pytest.fixture
+def small_filesystem(tmp_path):
+    """A real, small filesystem for the faults of a full disk and a read-only one: a 1 MiB tmpfs mounted for
+    the test and unmounted after it. Mounting needs root (CI runs as root); elsewhere the test is skipped."""
+    mount_point = SmallFilesystem(tmp_path / "small")
+    mount_point.mkdir()
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a small tmpfs needs root and mount(8) (CI runs as root)")
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount_point)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)
 
 
 def interrupt_when_running(script: str, argv: list[str], run_dir, signum: int, cwd,

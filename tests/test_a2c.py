@@ -26,7 +26,7 @@ RUN_NAME = "--run_name"
 TINY = ["--num-envs", "2", "--num-steps", "5", "--total-timesteps", "40", "--log-every", "10", "--eval-episodes", "0",
         "--no-progress", "--torch-threads", "1", "--env-threads", "1"]
 # Subprocess runs (torchrun's workers among them) get one OpenMP thread each: two 2-thread processes on 2 cores
-# crawl (benchmark/results/openmp_wait_policy.md).
+# crawl (benchmark/studies/openmp_wait_policy.md).
 ENV = dict(os.environ, OMP_NUM_THREADS="1")
 
 
@@ -170,6 +170,7 @@ def test_help(monkeypatch, capsys):
         assert text in out
 
 
+@pytest.mark.slow
 def test_train_save_resume_and_run(tmp_path):
     run_script(*TINY, "--save-model", "--checkpoint-every", "20", "--runs-dir", "out", RUN_NAME, "a", cwd=tmp_path)
     run_dir = tmp_path / "out" / "a"
@@ -209,6 +210,7 @@ def test_train_save_resume_and_run(tmp_path):
     assert frames == steps + 1
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_with_adam_and_an_annealed_learning_rate(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", SCRIPT,
@@ -228,6 +230,7 @@ def test_torchrun_two_processes_with_adam_and_an_annealed_learning_rate(tmp_path
     assert result.stderr.count("model saved") == 1
 
 
+@pytest.mark.slow
 def test_same_seed_same_losses_and_evaluation_draws_nothing_from_training(tmp_path):
     # s1 evaluates 2 games at step 20 and at the end; s2 never does. Evaluation plays under its own random
     # streams, so both runs learn the same, loss for loss.
@@ -242,6 +245,7 @@ def test_same_seed_same_losses_and_evaluation_draws_nothing_from_training(tmp_pa
         assert len(first) == 4 and first == second, tag
 
 
+@pytest.mark.slow
 def test_ctrl_c_saves_a_checkpoint_at_the_next_logging_step(tmp_path):
     import signal
 

@@ -16,6 +16,7 @@ sys.path.insert(0, ROOT)
 
 from conftest import main_ends_in_one_line  # noqa: E402
 import dqn_atari  # noqa: E402
+import harness  # noqa: E402
 from dqn_atari import ReplayMemory, linear_schedule, td_target  # noqa: E402
 
 SCRIPT = os.path.join(ROOT, "dqn_atari.py")
@@ -174,7 +175,7 @@ def test_replay_state_round_trip(tmp_path, steps, slots_in_file):
     env = FakeVectorEnv(2, seed=4)
     memory = ReplayMemory(capacity=100, num_envs=2)
     fill(memory, env, steps=steps)
-    dqn_atari.save_replay_atomic(memory, 2 * steps, str(tmp_path / "replay.npz"))
+    harness.save_replay(memory.state(), 2 * steps, str(tmp_path / "replay.npz"))
     restored = ReplayMemory(capacity=100, num_envs=2)
     restored.frames[:] = 7  # leftovers that a load must not keep
     with np.load(tmp_path / "replay.npz", allow_pickle=False) as state:
@@ -270,6 +271,7 @@ def test_help_shows_both_presets(tmp_path):
         assert text in out
 
 
+@pytest.mark.slow
 def test_train_save_resume_with_replay_and_run(tmp_path):
     import cv2
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -315,6 +317,7 @@ def test_train_save_resume_with_replay_and_run(tmp_path):
     assert len(decoded) == length + 1 and set(decoded) == {(420, 320 + 420, 3)}
 
 
+@pytest.mark.slow
 def test_resume_without_replay_refills_first(tmp_path):
     result = run_script(*TINY, "--save-model", RUN_NAME, "b", "--learning-starts", "150", cwd=tmp_path)
     assert " 13 updates" in result.stderr  # after step 150, at steps 152, 156, ..., 200
@@ -327,6 +330,7 @@ def test_resume_without_replay_refills_first(tmp_path):
     assert saved["lazy_greedy"] is False and saved["gamma"] == 0.99
 
 
+@pytest.mark.slow
 def test_same_seed_same_weights(tmp_path):
     for name in ("s1", "s2"):
         run_script(*TINY, "--save-model", RUN_NAME, name, "--double-dqn", "--preset", "nature",
@@ -344,8 +348,6 @@ def test_same_seed_same_weights(tmp_path):
         (["--num-envs", "0"], "--num-envs"),
         (["--buffer-size", "4"], "--buffer-size"),
         (["--save-replay"], "--save-model"),
-        (["--overlap", "--num-envs", "2"], "DQN steps its envs serially"),
-        (["--overlap", "--num-envs", "1"], "DQN steps its envs serially"),  # not the even-halves message
         (["--checkpoint-every", "0"], "--checkpoint-every"),
         (["--end-e", "2"], "--end-e must be in [0, 1]"),
         (["--learning-rate", "nan"], "--learning-rate must be a finite number above 0, got nan"),
@@ -378,6 +380,7 @@ def test_bad_input_in_a_real_process_prints_no_traceback(tmp_path, argv):
     assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in result.stderr, result.stderr
 
 
+@pytest.mark.slow
 def test_sigterm_saves_checkpoint_and_replay_that_resume(tmp_path):
     import signal
 

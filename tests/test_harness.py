@@ -19,7 +19,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import harness  # noqa: E402
-from conftest import scalars  # noqa: E402
+from conftest import main_ends_in_one_line, scalars  # noqa: E402
 import ppo_atari  # noqa: E402
 
 PPO = os.path.join(ROOT, "ppo_atari.py")
@@ -129,36 +129,32 @@ def test_model_file_loads_without_running_code(tmp_path):
     assert loaded["algo"] == "ppo" and loaded["num_actions"] == 4 and loaded["format"] == harness.MODEL_FORMAT
 
 
-def test_save_atomic_into_an_unwritable_place_is_one_line_and_keeps_the_old_file(tmp_path, capsys):
-    path = tmp_path / "checkpoint.pt"
-    torch.save({"old": 1}, path)
-    os.chmod(tmp_path, 0o500)
-    try:
-        if os.access(tmp_path, os.W_OK):
-            pytest.skip("running as a user who can write anywhere (root)")
-        with pytest.raises(SystemExit):
-            harness.save_atomic({"new": 2}, str(path))
-    finally:
-        os.chmod(tmp_path, 0o700)
-    assert torch.load(path) == {"old": 1}
-    assert capsys.readouterr().err.startswith("error: cannot write")
-
-
-def test_save_atomic_on_a_full_disk_keeps_the_old_file(tmp_path, monkeypatch, capsys):
-    path = tmp_path / "checkpoint.pt"
-    torch.save({"old": 1}, path)
-
-    def full_disk(obj, target):
-        with open(target, "wb") as f:
-            f.write(b"half")
-        raise OSError(28, "No space left on device")
-
-    monkeypatch.setattr(torch, "save", full_disk)
+@pytest.mark.parametrize("fault", ["full", "read-only"])
+def test_save_atomic_on_a_real_full_or_read_only_filesystem_is_one_line_and_keeps_the_old_file(
+        small_filesystem, fault, capsys):
+    """A checkpoint of 2 MB onto a real 1 MiB tmpfs that already holds the previous one, or onto one remounted
+    read-only: one line, exit status 2, the previous file unchanged and no .tmp left."""
+    path = small_filesystem / "checkpoint.pt"
+    torch.save({"old": torch.ones(1000)}, path)
+    if fault == "read-only":
+        small_filesystem.remount_read_only()
     with pytest.raises(SystemExit) as stop:
-        harness.save_atomic({"new": 2}, str(path))
-    monkeypatch.undo()
+        harness.save_atomic({"new": torch.zeros(500_000)}, str(path))
     assert stop.value.code == 2
-    assert torch.load(path) == {"old": 1} and not (tmp_path / "checkpoint.pt.tmp").exists()
+    assert torch.equal(torch.load(path, weights_only=True)["old"], torch.ones(1000))
+    assert os.listdir(small_filesystem) == ["checkpoint.pt"]
+    line, = capsys.readouterr().err.strip().splitlines()
+    reason = "No space left on device" if fault == "full" else "Read-only file system"
+    assert line.startswith(f"error: cannot write '{path}' ({reason})") and "unchanged" in line
+
+
+def test_save_replay_on_a_real_full_filesystem_is_one_line_and_keeps_the_old_file(small_filesystem, capsys):
+    path = small_filesystem / "replay.npz"
+    harness.save_replay({"frames": np.ones(10, np.uint8)}, 5, str(path))
+    with pytest.raises(SystemExit) as stop:
+        harness.save_replay({"frames": np.zeros(2_000_000, np.uint8)}, 9, str(path))
+    assert stop.value.code == 2 and os.listdir(small_filesystem) == ["replay.npz"]
+    assert harness.load_replay(str(path), 5)["frames"].tolist() == [1] * 10
     assert "No space left on device" in capsys.readouterr().err
 
 
@@ -191,15 +187,13 @@ def test_importing_a_script_changes_nothing_in_the_process():
     (["--runs-dir", "a_file/runs"], "is a file"),
     (["--runs-dir", "a_file"], "is a file"),
 ])
-def test_bad_shared_settings_end_in_one_line_before_anything_starts(tmp_path, argv, message):
+def test_bad_shared_settings_end_in_one_line_before_anything_starts(tmp_path, monkeypatch, capsys, argv, message):
     (tmp_path / "a_file").write_text("not a directory")
-    result = run([*TINY, *argv], cwd=tmp_path, check=False)
-    assert result.returncode == 2, result.stderr[-2000:]
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]
+    line = main_ends_in_one_line(ppo_atari.main, ["ppo_atari.py", *TINY, *argv], tmp_path, monkeypatch, capsys)
+    assert message in line
 
 
+@pytest.mark.slow
 def test_compile_without_a_cpp_compiler_ends_in_one_line_before_anything_starts(tmp_path):
     (tmp_path / "bin").mkdir()
     env = {k: v for k, v in os.environ.items() if k != "CXX"}
@@ -213,6 +207,7 @@ def test_compile_without_a_cpp_compiler_ends_in_one_line_before_anything_starts(
 
 # --- a loss that is no longer finite ------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_a_nan_loss_stops_training_and_keeps_the_last_checkpoint(tmp_path):
     # ppo_loss returns NaN from its third call on: the second update (agent steps 33-64) goes bad after the
     # checkpoint at agent step 32 was written.
@@ -242,6 +237,7 @@ def test_a_nan_loss_stops_training_and_keeps_the_last_checkpoint(tmp_path):
 
 # --- evaluation ------------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_evaluation_logs_whole_games_on_schedule_and_changes_nothing_learned(tmp_path):
     run([*TINY, "--runs-dir", "out", "--run-name", "plain"], cwd=tmp_path)
     run([*TINY, "--eval-every", "32", "--eval-episodes", "2", "--eval-video", "--runs-dir", "out", "--run-name", "e"],
@@ -271,6 +267,7 @@ def test_evaluate_plays_the_asked_number_of_whole_games():
 
 # --- --run random ----------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_run_random_plays_whole_games_and_writes_the_video(tmp_path):
     result = run(["--run", "random", "--run-episodes", "2", "--env-id", "breakout"], cwd=tmp_path)
     lines = result.stdout.splitlines()
@@ -291,6 +288,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_torchrun_two_nodes_with_a_c10d_rendezvous_train_one_job(tmp_path):
     port = free_port()
     env = dict(os.environ, OMP_NUM_THREADS="1")
@@ -319,6 +317,7 @@ COMMON_TAGS = {"charts/episodic_return", "charts/episodic_length", "charts/SPS",
                "time/env", "time/inference", "time/update", "time/eval", "eval/episodic_return"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script", sorted(SCHEMA_RUNS))
 def test_every_script_writes_the_common_tags(tmp_path, script):
     run([*SCHEMA_RUNS[script], "--eval-episodes", "1", "--runs-dir", "out", "--run-name", "s"], cwd=tmp_path,
@@ -334,10 +333,9 @@ def test_frame_buffer_slices_and_gathered_minibatches_hold_the_frames_in_the_net
     assert buffer.shape == (3, 4, 4, 6, 5) and buffer.dtype == torch.uint8 and not buffer.any()
     frames = torch.randint(0, 256, (12, 4, 6, 5), dtype=torch.uint8)
     for step in range(3):
-        buffer[step, 0:2] = frames[4 * step : 4 * step + 2]  # two halves written apart, as --overlap does
-        buffer[step, 2:4] = frames[4 * step + 2 : 4 * step + 4]
+        buffer[step] = frames[4 * step : 4 * step + 4]  # one step of every env, as the rollout stores it
     layout = torch.channels_last if channels_last else torch.contiguous_format
-    assert buffer[1, 2:4].is_contiguous(memory_format=layout)  # what the rollout's forward pass reads
+    assert buffer[1].is_contiguous(memory_format=layout)  # what the rollout's forward pass reads
     flat = buffer.reshape(-1, 4, 6, 5)
     assert flat.data_ptr() == buffer.data_ptr(), "the minibatch source must be a view, not a copy per update"
     assert torch.equal(flat, frames)
@@ -346,6 +344,7 @@ def test_frame_buffer_slices_and_gathered_minibatches_hold_the_frames_in_the_net
     assert torch.equal(minibatch, frames[index]) and minibatch.is_contiguous(memory_format=layout)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(harness.cpp_compiler() is None,
                     reason="TorchInductor needs a C++ compiler; without one --compile stops in one line (tested above)")
 def test_compile_compiles_the_network_and_saves_a_model_that_the_eager_network_loads(tmp_path, monkeypatch):
@@ -367,3 +366,66 @@ def test_compile_compiles_the_network_and_saves_a_model_that_the_eager_network_l
     assert len(model) == 1
     saved = torch.load(model[0], weights_only=True)
     ppo_atari.Agent(saved["num_actions"]).load_state_dict(saved["model"])  # strict: no _orig_mod. prefixes
+
+
+# --- the loop's calls at the end of an iteration, in any order ---------------------------------------------------
+
+def end_of_iteration(run, step: int, final: bool, order: str) -> bool:
+    """The end of one iteration of a training loop, as a copy of a script might write it; True: break."""
+    if order == "stop, then checkpoint":
+        stop = run.should_stop(step)
+        if run.checkpoint_due(step, final):
+            run.save_checkpoint(step, iteration=step)
+        return stop
+    if order == "checkpoint, then stop":
+        if run.checkpoint_due(step, final):
+            run.save_checkpoint(step, iteration=step)
+        return run.should_stop(step)
+    if order == "no should_stop":
+        if run.checkpoint_due(step, final):
+            run.save_checkpoint(step, iteration=step)
+        return False
+    assert order == "no checkpoint_due"
+    return run.should_stop(step)
+
+
+@pytest.mark.parametrize("order", ["stop, then checkpoint", "checkpoint, then stop", "no should_stop",
+                                   "no checkpoint_due"])
+def test_a_stop_leaves_a_checkpoint_whatever_the_order_of_the_loops_calls(tmp_path, order, capsys):
+    """A real SIGTERM at step 3 of 8 with --save-model: whichever order the loop asks checkpoint_due and
+    should_stop in, the checkpoint holds the step where the loop stopped; a loop that never saves the
+    checkpoint it is asked for fails loudly in finish() instead of ending quietly without one."""
+    import signal
+
+    args = harness.RunArgs(runs_dir=str(tmp_path), run_name="r", save_model=True, checkpoint_every=10**6,
+                           eval_episodes=0, progress=False)
+    proc = harness.Process(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"), torch_threads=1,
+                           inference_threads=1, env_threads=1, seed=1,
+                           autocast=torch.autocast("cpu", enabled=False))
+    model = torch.nn.Linear(2, 2)
+    optimizer = torch.optim.Adam(model.parameters())
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        run = harness.Run(args, proc, "ppo", model, optimizer, None, total_steps=8, num_actions=2)
+        for step in range(1, 9):
+            if step == 3:
+                os.kill(os.getpid(), signal.SIGTERM)  # the real signal, handled by the run's StopRequest
+            if end_of_iteration(run, step, final=step == 8, order=order):
+                break
+        if order == "no checkpoint_due":
+            with pytest.raises(RuntimeError, match="checkpoint_due"):
+                run.finish(step, act=None)
+            assert not (tmp_path / "r" / "checkpoint.pt").exists()
+            return
+        with pytest.raises(SystemExit) as stopped:
+            run.finish(step, act=None)
+            raise SystemExit(0)  # a run that was not stopped ends normally
+    finally:
+        for s, handler in handlers.items():
+            signal.signal(s, handler)
+    saved = torch.load(tmp_path / "r" / "checkpoint.pt", weights_only=True)
+    if order == "no should_stop":  # the loop never stops early: it saves at every step after the signal
+        assert stopped.value.code == 0 and saved["global_step"] == 8
+    else:
+        assert stopped.value.code == 128 + signal.SIGTERM and saved["global_step"] == saved["iteration"] == 3
+        assert "continue with --resume" in capsys.readouterr().err

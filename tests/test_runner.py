@@ -94,6 +94,7 @@ def test_run_states(tmp_path):
     assert run.run_state(run_dir, entry) == "resume"  # gone: resumed from its checkpoint
 
 
+@pytest.mark.slow
 def test_finished_run_skipped_interrupted_run_resumed(tmp_path):
     """Seed 1 finishes under the runner; seed 2 is left as an interrupted run leaves it (a checkpoint at 32
     of its 64 agent steps, no model); the runner then skips seed 1 and resumes seed 2 to 64."""

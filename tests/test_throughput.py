@@ -102,36 +102,12 @@ def test_ceilings_from_hand_made_costs():
     bare = tp.bare_seconds(PPO, env_sps=2048, forward_seconds=0.002, update_seconds=0.05)
     assert bare == pytest.approx({"env": 0.5, "inference": 129 * 0.002, "update": 16 * 0.05})
     assert tp.serial_ceiling(bare) == pytest.approx(1024 / (0.5 + 0.258 + 0.8))
-    assert tp.overlapped_ceiling(PPO, bare) == pytest.approx(1024 / (0.5 + 0.8))  # env hides the forward passes
     bare = tp.bare_seconds(DQN, env_sps=1024, forward_seconds=0.001, update_seconds=0.01)
     assert bare == pytest.approx({"env": 1.0, "inference": 1.024, "update": 2.56})
-    assert tp.overlapped_ceiling(DQN, bare) is None  # one env: nothing to overlap
+    assert tp.serial_ceiling(bare) == pytest.approx(1024 / (1.0 + 1.024 + 2.56))
     bare = tp.bare_seconds(A2C, env_sps=None, forward_seconds=0.004, update_seconds=0.1)
     assert bare == pytest.approx({"inference": 12.8 * 6 * 0.004, "update": 12.8 * 0.1})
     assert tp.serial_ceiling(bare) is None  # no env cost measured: no serial ceiling
-    assert tp.overlapped_ceiling(A2C, bare) is None
-
-
-def point(step, wall, sps=None, **phases):
-    return tp.Point(step, wall, sps, phases)
-
-
-def test_loop_figures_over_the_window_after_warmup():
-    points = [point(1024, 10.0, 102, env=2.0, inference=1.0, update=3.0, eval=0.0),
-              point(2048, 14.0, 146, env=3.0, inference=1.5, update=5.0, eval=0.0),
-              point(3072, 18.0, 171, env=4.0, inference=2.0, update=7.0, eval=0.0)]
-    figures = tp.loop_figures(points, warmup=1024)
-    assert figures["window"] == (1024, 3072)
-    assert figures["sps"] == pytest.approx(2048 / 8.0)
-    assert figures["sps_whole"] == 171
-    # per 1,024 agent steps: env 2 s over 2,048 steps = 1.0; other = 4.0 s per 1,024 - the phases
-    assert figures["phases"] == pytest.approx({"env": 1.0, "inference": 0.5, "update": 2.0, "other": 0.5})
-    later = tp.loop_figures(points, warmup=1500)
-    assert later["window"] == (2048, 3072) and later["sps"] == pytest.approx(256)
-    assert tp.loop_figures(points, warmup=3000) is None  # one point left: no window
-    # a peer's points carry no phases
-    assert tp.loop_figures([point(1000, 0.0, 90), point(3000, 10.0, 120)], 1000) == \
-        dict(sps=200.0, sps_whole=120, phases={}, window=(1000, 3000))
 
 
 def test_overheads_ratios_and_medians():
@@ -185,9 +161,10 @@ def test_report_from_hand_made_results(tmp_path):
                 cores=2, torch="2.13.0", bf16=False, load_before="0", load_after="0", rounds=1, paused="")
     text = "\n".join(tp.report(setup, results, meta))
     # ours is the median of 300 and 200; the update-only ceiling 1,024 / (16 x 0.05 s) = 1,280; the serial one
-    # 1,024 / (0.5 + 0.258 + 0.8) = 657; the overlapped one 1,024 / (max(0.5, 0.258) + 0.8) = 788
-    assert "| ppo | 250 | 125 | 2.00 | 500 | 0.50 | 1,280 | 0.20 | 657 | 0.38 | 788 | 0.32 |" in text
-    assert "0.32 of the overlapped ceiling (788)" in text
+    # 1,024 / (0.5 + 0.258 + 0.8) = 657
+    assert "| ppo | 250 | 125 | 2.00 | 500 | 0.50 | 1,280 | 0.20 | 657 | 0.38 |" in text
+    assert "0.38 of the serial ceiling (657); 0.20 of the update-only ceiling (1,280)" in text
+    assert "overlap" not in text  # the scripts' rollout is serial: no overlapped ceiling
     assert "| ppo | 250 | 250 | 1.00 |" in text  # before (abc1234) and after
     assert "| update | 2.00 | 0.80 | +150% |" in text
     assert "exit status 1: boom" in text

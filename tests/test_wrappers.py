@@ -108,6 +108,7 @@ def test_observation_is_the_max_of_the_last_two_frames_warped_to_84x84():
     assert differs_from_last_frame, "the max-pool never mattered: the test did not exercise it"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ALL_BACKENDS)
 def test_noop_starts_stay_within_bounds(backend):
     """Frames played at reset: 1 FIRE frame plus the no-ops (bounds differ by backend, see wrappers.py)."""
@@ -209,6 +210,7 @@ def test_frame_cap_truncates_and_then_resets(backend):
     envs.close()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["native", "sync"])
 def test_sticky_actions_repeat_at_the_given_rate(backend):
     """FIRE at reset launches Breakout's ball unless the emulator repeats the previous action (NOOP)
@@ -232,6 +234,7 @@ def test_sticky_actions_repeat_at_the_given_rate(backend):
     assert 0.53 <= launched[0.25] <= 0.97
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ALL_BACKENDS)
 def test_episode_return_is_the_raw_score_of_the_whole_game(backend):
     envs = vec(backend, num_envs=2)
@@ -252,6 +255,7 @@ def test_episode_return_is_the_raw_score_of_the_whole_game(backend):
     envs.close()
 
 
+@pytest.mark.slow
 def test_native_and_gymnasium_backends_agree_without_noops():
     """With no-ops off, the same seed and the same actions, the C++ and Python stacks are identical:
     observations, learning and raw rewards, terminations (life losses too) and truncations, across game
@@ -293,39 +297,3 @@ def test_single_env_has_the_learning_rules_too():
     assert life_losses >= 2 and info["game_over"]
     _, info = env.reset()
     assert info["lives"] == lives and info["episode_frame_number"] < 40
-
-
-@pytest.mark.parametrize("backend", ALL_BACKENDS)
-def test_send_recv_is_step_and_two_halves_are_the_whole(backend):
-    """envs.send(actions) then envs.recv() returns what envs.step(actions) does, after every wrapper; and
-    make_vector_env_parts's two halves, reset with reset_parts, play the games of one vector env: env i
-    seeded seed + i, the same observations, rewards, flags and episode statistics for the same actions."""
-    whole = vec(backend, num_envs=4)
-    parts = wrappers.make_vector_env_parts("breakout", 4, 2, backend=backend, num_threads=2)
-    assert [cols for _, cols in parts] == [slice(0, 2), slice(2, 4)] and all(e.num_envs == 2 for e, _ in parts)
-    obs, _ = whole.reset(seed=3)
-    np.testing.assert_array_equal(obs, np.concatenate(wrappers.reset_parts(parts, 3)))
-    rng = np.random.default_rng(3)
-    games = 0
-    for _ in range(400):
-        actions = rng.integers(0, 4, 4)
-        expected = whole.step(actions)
-        for envs, cols in parts:
-            envs.send(actions[cols])
-        halves = [envs.recv() for envs, _ in parts]  # the second half stepped while the first was received
-        for x, *ys in zip(expected[:4], *(h[:4] for h in halves)):
-            np.testing.assert_array_equal(x, np.concatenate(ys))
-        for key in ("raw_reward", "game_over", "lives"):
-            np.testing.assert_array_equal(expected[4][key], np.concatenate([h[4][key] for h in halves]))
-        ended = [info.get("_episode", np.zeros(n, bool)) for info, n in ((expected[4], 4), *((h[4], 2) for h in halves))]
-        np.testing.assert_array_equal(ended[0], np.concatenate(ended[1:]))
-        for i in np.flatnonzero(ended[0]):
-            assert expected[4]["episode"]["r"][i] == halves[i // 2][4]["episode"]["r"][i % 2]
-        games += expected[4]["game_over"].sum()
-    assert games >= 2
-    parts[0][0].send(actions[:2])
-    with pytest.raises(RuntimeError):  # one step in flight at a time
-        parts[0][0].send(actions[:2])
-    parts[0][0].recv()
-    for envs in [whole, *(envs for envs, _ in parts)]:
-        envs.close()

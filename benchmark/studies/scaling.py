@@ -4,8 +4,8 @@ Each worker plays its own --num-envs games and the job counts the steps of all o
 W times the env work and the same number of gradient steps, each on W times the samples (averaged). On
 one machine the workers share its cores: the figure shows where adding workers stops paying.
 
-    python benchmark/scaling.py                              # a2c_atari.py, 1 and 2 workers, 40,000 agent steps
-    python benchmark/scaling.py --script ppo_atari.py --workers 1 2 4 --steps 32768
+    python benchmark/studies/scaling.py                      # a2c_atari.py, 1 and 2 workers, 40,000 agent steps
+    python benchmark/studies/scaling.py --script ppo_atari.py --workers 1 2 4 --steps 32768
 
 Every run is `torchrun --standalone --nproc_per_node W SCRIPT --total-timesteps N --eval-episodes 0
 --no-progress` with the script's defaults otherwise; steps/s come from charts/SPS's event times after the
@@ -19,27 +19,23 @@ import os
 import subprocess
 import sys
 import tempfile
+from pathlib import Path
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def steps_per_second(points: list[tuple[int, float]], warmup: int) -> float:
-    """Agent steps/s between the first (step, wall time) point at or after `warmup` steps and the last one."""
-    after = [p for p in points if p[0] >= warmup]
-    (first_step, first_time), (last_step, last_time) = after[0], after[-1]
-    return (last_step - first_step) / (last_time - first_time)
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "benchmark"))
+from timing import loop_figures, read_points  # noqa: E402
 
 
 def run(script: str, workers: int, steps: int) -> float:
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
     with tempfile.TemporaryDirectory() as runs:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(workers),
                os.path.join(ROOT, script), "--total-timesteps", str(steps), "--eval-episodes", "0", "--no-progress",
                "--runs-dir", runs, "--run-name", "s"]
         subprocess.run(cmd, check=True, capture_output=True)
-        events = EventAccumulator(os.path.join(runs, "s"), size_guidance={"scalars": 0}).Reload()
-        return steps_per_second([(e.step, e.wall_time) for e in events.Scalars("charts/SPS")], steps // 5)
+        figures = loop_figures(read_points(Path(runs) / "s"), steps // 5)
+        if figures is None:
+            sys.exit(f"{script}, {workers} worker(s): too few logged points after the first fifth: more --steps")
+        return figures["sps"]
 
 
 def main() -> None:

@@ -5,8 +5,8 @@
 for its compile at the start (tens of seconds on 2 cores, a few once TorchInductor's cache is warm). This
 benchmark measures what it buys once compiled, which is what the flag's help text quotes.
 
-    python benchmark/compile_speed.py                       # ppo, a2c, dqn; 2 rounds; about 15 minutes on 2 cores
-    python benchmark/compile_speed.py --scripts ppo --rounds 3
+    python benchmark/studies/compile_speed.py               # ppo, a2c, dqn; 2 rounds; about 15 minutes on 2 cores
+    python benchmark/studies/compile_speed.py --scripts ppo --rounds 3
 
 Every run is `SCRIPT --total-timesteps N --eval-episodes 0 --no-progress` (DQN with `--learning-starts 1000
 --buffer-size 100000`); agent steps/s and the phases come from the events after the first third of the run,
@@ -23,8 +23,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from scaling import ROOT
-from throughput import loop_figures, read_points, workload_flags
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "benchmark"))
+from timing import loop_figures, read_points, workload_flags  # noqa: E402
 
 STEPS = {"ppo": 49_152, "a2c": 80_000, "dqn": 12_000}
 

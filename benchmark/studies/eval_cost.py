@@ -6,8 +6,8 @@ evaluation with trained models (the committed PPO Breakout 2M and DQN Pong 1M mo
 games are long) and with a random policy (the start of a run), and sets each beside the training time of
 `--eval-every` agent steps at the script's default speed, measured here in the same run:
 
-    python benchmark/eval_cost.py                      # both models, 10 games, speed from 8,192 agent steps
-    python benchmark/eval_cost.py --models ppo_atari.py=runs/x/ppo_atari.model --train-steps 16384
+    python benchmark/studies/eval_cost.py              # both models, 10 games, speed from 8,192 agent steps
+    python benchmark/studies/eval_cost.py --models ppo_atari.py=runs/x/ppo_atari.model --train-steps 16384
 
 Each training speed comes from the script itself at its defaults (charts/SPS of a short run with
 `--eval-episodes 0`), so pause other busy processes first for a figure worth quoting.
@@ -21,15 +21,16 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+ROOT = Path(__file__).resolve().parents[2]
+sys.path[:0] = [str(ROOT), str(ROOT / "benchmark")]
 
 import harness  # noqa: E402
-from throughput import workload_flags  # noqa: E402  (benchmark/ is the script's own directory)
+from timing import read_points, workload_flags  # noqa: E402
 
 DEFAULT_MODELS = [
     "ppo_atari.py=" + os.path.join(ROOT, "benchmark", "results", "ppo_breakout_2M_run", "ppo_atari.model"),
@@ -45,14 +46,11 @@ def eval_fraction(eval_seconds: float, eval_every: int, train_steps_per_second: 
 
 def training_speed(script: str, steps: int, env_id: str) -> float:
     """Agent steps/s of `script` at its defaults (no evaluation), from its last charts/SPS point."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
     with tempfile.TemporaryDirectory() as runs:
         subprocess.run([sys.executable, os.path.join(ROOT, script), "--env-id", env_id, "--total-timesteps",
                         str(steps), "--eval-episodes", "0", "--no-progress", "--runs-dir", runs, "--run-name", "s",
                         *workload_flags(script)], check=True, capture_output=True)
-        events = EventAccumulator(os.path.join(runs, "s"), size_guidance={"scalars": 0}).Reload()
-        return events.Scalars("charts/SPS")[-1].value
+        return read_points(Path(runs) / "s")[-1].reported_sps
 
 
 def main() -> None:

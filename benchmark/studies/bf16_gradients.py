@@ -7,21 +7,21 @@ prints three norms for some layers: the whole gradient in fp32, the policy term 
 difference between the bf16 and the fp32 gradients. Where that difference is much larger than the policy
 term, bf16 buries the policy's signal in those layers.
 
-    python benchmark/bf16_gradients.py                 # Breakout, seed 0
-    python benchmark/bf16_gradients.py --env-id PongNoFrameskip-v4 --steps 400
+    python benchmark/studies/bf16_gradients.py         # Breakout, seed 0
+    python benchmark/studies/bf16_gradients.py --env-id PongNoFrameskip-v4 --steps 400
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch.distributions.categorical import Categorical
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import a2c_atari  # noqa: E402
 import wrappers  # noqa: E402
 

@@ -13,7 +13,7 @@ when the update is the same lies there.
 Runs in the Stable-Baselines3 environment of benchmark/requirements-peers.txt (which throughput.py builds
 under the system's temporary folder), from the repository root, so that our scripts import:
 
-    python benchmark/a2c_update_vs_sb3.py --updates 50
+    python benchmark/studies/a2c_update_vs_sb3.py --updates 50
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import argparse
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def main() -> None:

@@ -7,9 +7,9 @@ they set PASSIVE. The pair rows run two copies of the same script at once: each 
 user gets who starts two runs by hand), and each with its share (`--torch-threads` and `--env-threads`
 cores / 2, each run pinned to its own half of the cores, as benchmark/run.py --parallel runs them).
 
-    python benchmark/wait_policy.py                    # ppo, a2c, dqn; at most 300 s a measurement: up to 90 minutes on 2 cores
-    python benchmark/wait_policy.py --scripts dqn --no-pairs
-    python benchmark/wait_policy.py --handoff          # the rollout's handoff under each spin count; 2 minutes
+    python benchmark/studies/wait_policy.py            # ppo, a2c, dqn; at most 300 s a measurement: up to 90 minutes on 2 cores
+    python benchmark/studies/wait_policy.py --scripts dqn --no-pairs
+    python benchmark/studies/wait_policy.py --handoff  # the rollout's handoff under each spin count; 2 minutes
 
 `--handoff` times PPO's rollout alone, without the script around it: a forward pass of PPO's network on 8
 observations with a sampled action, then a step of 8 native envs, in turn, for 5 s per setting, under
@@ -30,10 +30,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
-from run import core_slots
-from scaling import ROOT, steps_per_second
-from throughput import workload_flags
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "benchmark"))
+from run import core_slots  # noqa: E402
+from timing import loop_figures, read_points, workload_flags  # noqa: E402
 
 STEPS = {"ppo": 16_384, "a2c": 40_000, "dqn": 6_000}
 LIMIT = 300.0  # seconds a measurement may take before it is reported as unfinished
@@ -60,8 +62,6 @@ def measure(script: str, policy: str, copies: int, threads: int | None, steps: i
             limit: float = LIMIT) -> list[float] | None:
     """Agent steps/s of each of `copies` runs of `script` started together; None when they were still
     running after `limit` seconds (then they are stopped: a pair with every core each can crawl for hours)."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
     with tempfile.TemporaryDirectory() as runs:
         slots = core_slots(copies) if threads is not None else None  # a share each: pinned to it
         processes = [start(script, steps, runs, f"r{i}", policy_env(policy), threads, slots[i] if slots else None)
@@ -77,11 +77,10 @@ def measure(script: str, policy: str, copies: int, threads: int | None, steps: i
                 return None
             if process.returncode != 0:
                 sys.exit(f"{script} failed: {err.strip().splitlines()[-1] if err.strip() else process.returncode}")
-        figures = []
-        for i in range(copies):
-            events = EventAccumulator(os.path.join(runs, f"r{i}"), size_guidance={"scalars": 0}).Reload()
-            figures.append(steps_per_second([(e.step, e.wall_time) for e in events.Scalars("charts/SPS")], steps // 5))
-        return figures
+        figures = [loop_figures(read_points(Path(runs) / f"r{i}"), steps // 5) for i in range(copies)]
+        if None in figures:
+            sys.exit(f"{script}: too few logged points after the first fifth of a run; give it more steps")
+        return [f["sps"] for f in figures]
 
 
 SPIN_COUNTS = ["0", "1000", "10000", "30000", "100000", "default", "ACTIVE"]
@@ -93,7 +92,7 @@ def handoff_child() -> None:
     import torch
     from torch.distributions.categorical import Categorical
 
-    sys.path.insert(0, ROOT)
+    sys.path.insert(0, str(ROOT))
     import harness
     import ppo_atari
     import wrappers
