@@ -70,10 +70,10 @@ from pathlib import Path
 from timing import DQN_FLAGS, LEARNING_STARTS, PER, loop_figures, read_points, workload_flags
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPTS = ("ppo", "dqn", "a2c")
+SCRIPTS = ("ppo", "dqn", "a2c", "pqn")
 SECTIONS = ("ours", "peers", "ceiling", "env")
 NUM_ACTIONS = 4  # Breakout's minimal action set, the scripts' default game
-DEFAULT_STEPS = {"ppo": 16_384, "dqn": 20_000, "a2c": 40_000}  # agent steps of one run of each script
+DEFAULT_STEPS = {"ppo": 16_384, "dqn": 20_000, "a2c": 40_000, "pqn": 16_384}  # agent steps of one run of each script
 
 # The environment CleanRL @fe8d8a0 pins (its requirements; it cannot run on gymnasium 1.x, CleanRL issue
 # #499), installed after the torch of our requirements.txt.
@@ -114,12 +114,12 @@ def workload(script: str, args) -> Workload:
     PPO: num_steps forwards of num_envs per rollout plus one for the last value; update_epochs x
     num_minibatches steps of num_envs x num_steps / num_minibatches. DQN: one forward of num_envs per
     num_envs agent steps, one update of batch_size per train_frequency agent steps. A2C: num_steps + 1
-    forwards per rollout, one update on the whole rollout.
+    forwards per rollout, one update on the whole rollout. PQN: PPO's shape, with a Q-network (no value head).
     """
-    if script == "ppo":
+    if script in ("ppo", "pqn"):
         rollout = args.num_envs * args.num_steps
-        return Workload("ppo", args.num_envs, rollout, args.num_steps + 1, args.update_epochs * args.num_minibatches,
-                        rollout // args.num_minibatches, False, True, warmup=rollout, log_every=rollout)
+        return Workload(script, args.num_envs, rollout, args.num_steps + 1, args.update_epochs * args.num_minibatches,
+                        rollout // args.num_minibatches, False, script == "ppo", warmup=rollout, log_every=rollout)
     if script == "dqn":
         return Workload("dqn", args.num_envs, args.train_frequency, args.train_frequency / args.num_envs, 1,
                         args.batch_size, True, False, warmup=LEARNING_STARTS + 1_000, log_every=1_000)
@@ -468,6 +468,19 @@ def bare_update(script: str, w: Workload, bf16: bool | None = None):
             optimizer.step()
 
         what = "Adam" + (" (fused)" if args.fused_adam else "")
+    elif script == "pqn":
+        q = module.QNetwork(NUM_ACTIONS, channels_last=args.channels_last)
+        optimizer, what = torch.optim.RAdam(q.parameters(), lr=2.5e-4), "RAdam"
+        frames = torch.randint(0, 256, (b, 4, 84, 84), dtype=torch.uint8)
+        actions, returns = torch.randint(0, NUM_ACTIONS, (b, 1)), torch.zeros(b)
+
+        def step():
+            with autocast:
+                q_taken = q(frames).gather(1, actions).squeeze(1)
+            loss = F.mse_loss(q_taken, returns)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
     else:
         network = module.Agent if module is not None else script_module("ppo").Agent
         agent = network(NUM_ACTIONS, channels_last=args.channels_last)
@@ -513,6 +526,14 @@ def bare_forward(script: str, w: Workload):
 
         def act():  # the script's own acting, greedy (it computes Q in fp32 whatever --bf16 says)
             return module.epsilon_greedy(q, obs, 0.0, NUM_ACTIONS, torch.device("cpu"))
+
+        return act, f"batch {w.num_envs}, argmax Q"
+    if script == "pqn":
+        q = module.QNetwork(NUM_ACTIONS, channels_last=args.channels_last).eval()
+
+        def act():  # the script's own acting rule, greedy
+            with torch.inference_mode(), autocast:
+                return module.epsilon_greedy(q(torch.from_numpy(obs)), 0.0).numpy()
 
         return act, f"batch {w.num_envs}, argmax Q"
     network = module.Agent if module is not None else script_module("ppo").Agent
@@ -1004,7 +1025,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--only", default=",".join(SECTIONS),
                         help=f"sections to measure, comma-separated: {', '.join(SECTIONS)} (default: all)")
     parser.add_argument("--scripts", default=None,
-                        help="scripts, comma-separated: ppo, dqn, a2c (default: those that exist)")
+                        help="scripts, comma-separated: ppo, dqn, a2c, pqn (default: those that exist)")
     parser.add_argument("--steps", default=None,
                         help="agent steps per run: N for every script, or ppo=N,dqn=M,... (default: "
                              + ", ".join(f"{s} {n}" for s, n in DEFAULT_STEPS.items()) + ")")

@@ -36,6 +36,8 @@ SCHEMA_RUNS = {
                      "--no-progress", "--torch-threads", "1", "--env-threads", "1"],
     "a2c_atari.py": ["--num-envs", "2", "--num-steps", "5", "--total-timesteps", "640", "--no-progress",
                      "--torch-threads", "1", "--env-threads", "1"],
+    # epsilon 1 throughout, as DQN's
+    "pqn_atari.py": [*TINY, "--total-timesteps", "640", "--end-e", "1"],
 }
 
 
@@ -171,7 +173,7 @@ def test_isolated_rng_leaves_every_stream_where_it_was():
 
 def test_importing_a_script_changes_nothing_in_the_process():
     code = ("import os, signal, torch; handlers = [signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)]; "
-            "threads = torch.get_num_threads(); import ppo_atari, a2c_atari, dqn_atari; "
+            "threads = torch.get_num_threads(); import ppo_atari, a2c_atari, dqn_atari, pqn_atari; "
             "print(threads == torch.get_num_threads(), handlers == [signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)])")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True).stdout
     assert out.split() == ["True", "True"]
