@@ -16,10 +16,15 @@ Two steps, so that the results page can be rebuilt anywhere from files committed
    --allow-unfinished, whose runs the report marks "in progress".
 2. With no run directories it reads benchmark/summaries/ alone and writes benchmark/figures/ (learning
    curves against agent steps and against wall-clock hours: per game a panel, per algorithm and budget the
-   mean over seeds of each seed's mean of its last 100 games, with the min-max band over seeds) and
-   benchmark/README.md: the table beside the published numbers of benchmark/reference/, the aggregate over
-   games, the figures, and for every number the summary it comes from and the commands that made the run.
-   The lines between the two "hand-written" markers of benchmark/README.md are kept as they are.
+   mean over seeds of each seed's mean of its last 100 games, with the min-max band over seeds, and the
+   game's score thresholds as dotted lines) and benchmark/README.md: the table beside the published numbers
+   of benchmark/reference/, the aggregate over games, the time to a score, the figures, and for every number
+   the summary it comes from and the commands that made the run. The lines between the two "hand-written"
+   markers of benchmark/README.md are kept as they are.
+   Time to a score, also printed: per run and per threshold of its game (benchmark/reference/
+   score_thresholds.csv), the agent steps and the minutes of training until the mean of the last 100
+   training games first reached it, from the 100th game on, "-" if never. Minutes are the run's own
+   wall-clock: each game's logged time, less the pauses between the processes (segments) of a resumed run.
 3. `--extract-peer SCORES_CSV` summarizes a peer's learning run made here, beside ours: the file of every
    finished game that `benchmark/sb3_speed.py --scores` writes (agent_step,score,length_frames,seconds),
    with the record it writes beside it when learning ends (SCORES.json: algorithm, game, seed, agent steps,
@@ -152,15 +157,35 @@ def game_from_env_id(env_id: str, games: list[str]) -> str:
     return next((g for g in games if g.lower() == key), name)
 
 
-def elapsed_hours(steps: np.ndarray, wall_times: np.ndarray, segments: list[dict]) -> np.ndarray:
-    """Training hours at each point: the hours of the earlier segments (processes) plus the time since the
-    start of its own. A segment covers the steps from its first_step to the next segment's."""
+def training_seconds(steps: np.ndarray, wall_times: np.ndarray, segments: list[dict]) -> np.ndarray:
+    """Seconds of training at each point, the run's own wall-clock: the seconds of the earlier segments
+    (processes) plus the time since the start of its own, so a pause between a stop and its resume does not
+    count. A segment covers the steps from its first_step to the next segment's, and lasts from its first to
+    its last logged point (a process's start-up before its first point is not counted: a few seconds)."""
     firsts = np.array([s["first_step"] for s in segments])
     starts = np.array([s["start_time"] for s in segments])
     durations = np.array([s["end_time"] - s["start_time"] for s in segments])
     offsets = np.concatenate([[0.0], np.cumsum(durations)[:-1]])
     index = np.clip(np.searchsorted(firsts, steps, side="right") - 1, 0, len(segments) - 1)
-    return (offsets[index] + np.asarray(wall_times) - starts[index]) / 3600
+    return offsets[index] + np.asarray(wall_times, dtype=np.float64) - starts[index]
+
+
+def time_to_threshold(steps: np.ndarray, seconds: np.ndarray | None, scores: np.ndarray, threshold: float,
+                      window: int = FINAL_GAMES) -> tuple[int, float | None] | None:
+    """(agent step, minutes of training) of the first game after which the mean of the last `window` games
+    reaches `threshold`, or None if it never does. Games in the order they ended; `seconds` from
+    training_seconds, or None where the summary cannot place its games in time (minutes then None).
+
+    Counted from the `window`-th game on, since one lucky game among fewer could reach it: final_score falls
+    back to the games there are, for a run too short to have `window`, but a time to a score does not."""
+    scores = np.asarray(scores, dtype=np.float64)
+    if len(scores) < window:
+        return None
+    reached = np.flatnonzero(rolling_mean(scores, window)[window - 1 :] >= threshold)
+    if len(reached) == 0:
+        return None
+    i = reached[0] + window - 1
+    return int(steps[i]), None if seconds is None else float(seconds[i]) / 60
 
 
 def thin(count: int, keep: int) -> np.ndarray:
@@ -247,6 +272,59 @@ def aggregate_rows(results: list[dict], reference: dict[str, tuple[float, float]
     return rows
 
 
+def score_time_tables(loaded: list[tuple[dict, dict]], thresholds: dict[str, list[float]],
+                      links: bool = True) -> list[tuple[str, list[str], list[list[str]]]]:
+    """(game, header, rows) per game with thresholds: one row per run (summary), and for each threshold the
+    agent steps and the minutes of training until the mean of the last 100 training games first reached it,
+    "-" where it never did. `links`: the run as a link to its summary (the page), else its name (a terminal).
+    A summary without process segments (extracted before they were recorded) has steps but no minutes,
+    and its note says so."""
+    runs: dict[str, list[tuple[dict, dict]]] = {}
+    for meta, scalars in loaded:
+        if meta["game"] in thresholds:
+            runs.setdefault(meta["game"], []).append((meta, scalars))
+    order = lambda run: (run[0]["algorithm"], run[0]["total_timesteps"], run[0].get("system") or "",  # noqa: E731
+                         run[0]["seed"])
+    tables = []
+    for game in sorted(runs):
+        header = ["algorithm", "budget", "run", f"best mean of {FINAL_GAMES}"]
+        for t in thresholds[game]:
+            header += [f"≥ {t:g} agent steps", f"≥ {t:g} minutes"]
+        rows, notes = [], []
+        for meta, scalars in sorted(runs[game], key=order):
+            steps, times, scores = scalars.get(TRAIN, (np.array([], dtype=np.int64), np.array([]), np.array([])))
+            seconds, note = None, ""
+            if len(scores) < FINAL_GAMES:
+                note = f"{len(scores)} training games, fewer than {FINAL_GAMES}: no mean of {FINAL_GAMES} yet"
+            elif not meta.get("segments"):
+                note = "no process segments in the summary (extracted before they were recorded): extract it again"
+            else:
+                seconds = training_seconds(steps, times, meta["segments"])
+            run = f"[{meta['name']}](summaries/{meta['name']}.json)" if links else meta["name"]
+            if meta.get("system") and links:  # a terminal's name ends in the peer's short name already
+                run += f" ({meta['system']}, run here)"
+            if not meta.get("finished", True):
+                run += f" (in progress at {meta['agent_steps']:,} steps)"
+            best = rolling_mean(scores, FINAL_GAMES)[FINAL_GAMES - 1 :].max() if len(scores) >= FINAL_GAMES else None
+            row = [meta["algorithm"], budget_label(meta["total_timesteps"]), run, fmt(best)]
+            for t in thresholds[game]:
+                reached = time_to_threshold(steps, seconds, scores, t)
+                row += ["-", "-"] if reached is None else [f"{reached[0]:,}", fmt(reached[1])]
+            rows.append(row)
+            notes.append(note)
+        if any(notes):
+            header.append("note")
+            rows = [row + [note] for row, note in zip(rows, notes)]
+        tables.append((game, header, rows))
+    return tables
+
+
+def text_table(header: list[str], rows: list[list[str]]) -> str:
+    """Columns padded to their widest cell, for a terminal."""
+    widths = [max(len(str(c)) for c in column) for column in zip(header, *rows)]
+    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip() for cells in [header, *rows])
+
+
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     def line(cells):
         return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
@@ -279,6 +357,15 @@ def load_baselines(path: Path = REFERENCE / "published_baselines.csv") -> list[d
             rows.append(dict(row, protocol=protocol, score=float(row["score"]),
                              agent_steps=int(row["agent_steps"]) if row["agent_steps"] else None))
     return rows
+
+
+def load_thresholds(path: Path = REFERENCE / "score_thresholds.csv") -> dict[str, list[float]]:
+    """Game -> its score thresholds, ascending: the scores whose time the report gives."""
+    thresholds: dict[str, list[float]] = {}
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            thresholds.setdefault(row["game"], []).append(float(row["threshold"]))
+    return {game: sorted(values) for game, values in thresholds.items()}
 
 
 def repo_relative(path: Path) -> str:
@@ -499,9 +586,12 @@ def curve_style(algorithm: str, budget: int, system: str, panel: Iterable[tuple]
     return color, "--" if system else "-"
 
 
-def plot_curves(loaded: list[tuple[dict, dict]], x_axis: str, path: Path) -> None:
+def plot_curves(loaded: list[tuple[dict, dict]], x_axis: str, path: Path,
+                thresholds: dict[str, list[float]] | None = None) -> None:
     """One panel per game; per algorithm and budget, the mean over seeds of each seed's rolling mean of its
-    last 100 games on a common grid (where every seed has data), the min-max band over seeds around it."""
+    last 100 games on a common grid (where every seed has data), the min-max band over seeds around it; the
+    game's score thresholds as dotted horizontal lines. Against hours, a summary without process segments
+    cannot be placed in time and is left out."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only, no display
@@ -509,10 +599,10 @@ def plot_curves(loaded: list[tuple[dict, dict]], x_axis: str, path: Path) -> Non
 
     by_game: dict[str, dict[tuple, list]] = {}
     for meta, scalars in loaded:
-        if TRAIN not in scalars:
+        if TRAIN not in scalars or (x_axis == "hours" and not meta.get("segments")):
             continue
         steps, times, values = scalars[TRAIN]
-        x = steps / 1e6 if x_axis == "steps" else elapsed_hours(steps, times, meta["segments"])
+        x = steps / 1e6 if x_axis == "steps" else training_seconds(steps, times, meta["segments"]) / 3600
         key = (meta["algorithm"], meta["total_timesteps"], meta.get("system") or "")
         by_game.setdefault(meta["game"], {}).setdefault(key, []).append((x, rolling_mean(values, FINAL_GAMES)))
     games = sorted(by_game)
@@ -530,6 +620,9 @@ def plot_curves(loaded: list[tuple[dict, dict]], x_axis: str, path: Path) -> Non
             ax.plot(grid, curves.mean(axis=0), color=color, linewidth=1.5, label=label, linestyle=linestyle)
             if len(seeds) > 1:
                 ax.fill_between(grid, curves.min(axis=0), curves.max(axis=0), color=color, alpha=0.2, linewidth=0)
+        for i, t in enumerate((thresholds or {}).get(game, [])):
+            ax.axhline(t, color="0.35", linestyle=":", linewidth=1, label="score thresholds" if i == 0 else None)
+            ax.text(0.01, t, f"{t:g}", transform=ax.get_yaxis_transform(), fontsize=7, color="0.35", va="bottom")
         ax.set_title(game)
         ax.set_xlabel("agent steps (millions; 1 agent step = 4 frames)" if x_axis == "steps"
                       else "wall-clock hours of training")
@@ -545,7 +638,7 @@ def plot_curves(loaded: list[tuple[dict, dict]], x_axis: str, path: Path) -> Non
 
 
 def render_readme(loaded: list[tuple[dict, dict]], results: list[dict], baselines: list[dict],
-                  reference: dict, figures: list[str]) -> str:
+                  reference: dict, figures: list[str], thresholds: dict[str, list[float]]) -> str:
     """The results page, from the summaries only (no dates, no machine paths: regenerating changes nothing)."""
     header = ["algorithm", "game", "budget (agent steps)", "who", "score", "last evaluation", "HNS", "agent steps/s",
               "wall-clock", "protocol (source)"]
@@ -589,6 +682,23 @@ def render_readme(loaded: list[tuple[dict, dict]], results: list[dict], baseline
         markdown_table(["algorithm", "budget", "games", "runs", "IQM of HNS [95% CI]", "median HNS"],
                        aggregate_rows(results, reference)),
         "",
+        "## Time to a score",
+        "",
+        "How long until an agent plays a game: per run, and per score threshold of its game",
+        "(`reference/score_thresholds.csv`, with why each), the agent steps and the minutes of training until",
+        f"the mean of the last {FINAL_GAMES} training games first reached the threshold; \"-\" where it never did.",
+        f"Counted from the {FINAL_GAMES}th game on, since one lucky game among fewer could reach it (the score column",
+        f"above takes all the games of a run shorter than {FINAL_GAMES}). Best mean of {FINAL_GAMES}: the highest the",
+        "mean came, to say how near a \"-\" was. Minutes: the run's own wall-clock, the time inside its processes",
+        "only (each from its first to its last logged point), so the pauses between a stop and its resume are",
+        "left out; a game counts at the time its score was logged. They depend on the machine and on what else",
+        "ran on it: each run's page (under \"Where each number comes from\") says how it ran. The figures draw the",
+        "thresholds as dotted lines.",
+        "",
+    ]
+    for game, header, rows in score_time_tables(loaded, thresholds):
+        lines += [f"**{game}**", "", markdown_table(header, rows), ""]
+    lines += [
         "## Learning curves",
         "",
     ]
@@ -616,7 +726,7 @@ def render_readme(loaded: list[tuple[dict, dict]], results: list[dict], baseline
             + (f"; about the run: [`{meta['doc']}`]({os.path.relpath(REPO / meta['doc'], HERE)})"
                if meta.get("doc") else ""),
             f"- {result['agent_steps']:,} agent steps in {result['wall_clock_h']:.1f} h of training over "
-            f"{len(meta['segments'])} process{'es' if len(meta['segments']) > 1 else ''}; "
+            f"{len(meta.get('segments', []))} process{'es' if len(meta.get('segments', [])) != 1 else ''}; "
             f"{result['games']:,} training games, "
             f"score {fmt(result['final_score'])}, last evaluation {fmt(result['last_eval'])}"
             + (f"; commit{'s' if len(meta['commits']) > 1 else ''} {', '.join(c[:7] for c in meta['commits'])}"
@@ -636,12 +746,19 @@ def regenerate(summaries: Path, figures_dir: Path, readme: Path) -> None:
         raise UserError(f"no summaries in '{summaries}': extract some first with --extract RUN_DIR")
     reference, baselines = load_reference(), load_baselines()
     results = [run_result(meta, scalars) for meta, scalars in loaded]
+    thresholds = load_thresholds()
     figures = [("curves_steps.png", "Score against agent steps"),
                ("curves_hours.png", "Score against wall-clock hours")]
-    plot_curves(loaded, "steps", figures_dir / figures[0][0])
-    plot_curves(loaded, "hours", figures_dir / figures[1][0])
+    plot_curves(loaded, "steps", figures_dir / figures[0][0], thresholds)
+    plot_curves(loaded, "hours", figures_dir / figures[1][0], thresholds)
     old = readme.read_text() if readme.exists() else None
-    readme.write_text(merge_hand_written(old, render_readme(loaded, results, baselines, reference, figures)))
+    readme.write_text(merge_hand_written(old, render_readme(loaded, results, baselines, reference, figures,
+                                                            thresholds)))
+    print(f"Time to a score: agent steps and minutes of training until the mean of the last {FINAL_GAMES} training "
+          "games first reached each threshold (- never)")
+    for game, header, rows in score_time_tables(loaded, thresholds, links=False):
+        print(f"\n{game}\n{text_table(header, rows)}")
+    print()
     print(f"wrote {readme} and {figures_dir}/curves_steps.png, curves_hours.png from {len(loaded)} summaries")
 
 

@@ -220,6 +220,7 @@ def test_page_from_summaries_alone_keeps_the_hand_written_block(resumed_run, tmp
     assert ("| ppo | Breakout | 120 | this repository, seed [1](summaries/Breakout__ppo__1__120.json) "
             "| 5.7 | 5.0 | 0.14 | 1 | 0.0 h |") in page
     assert "python ppo_atari.py --resume runs/Breakout__ppo__1 --total-timesteps 120" in page
+    assert "9 training games, fewer than 100: no mean of 100 yet" in page  # its time to a score: none yet
     edited = page.replace("(Hand-written: measured", "We measured 1,234 agent steps/s.\n(Hand-written: measured")
     readme.write_text(edited)
     assert report.main(args) == 0
@@ -300,3 +301,98 @@ def test_unfinished_peer_run_is_refused_in_one_line(tmp_path):
                              "--summaries", str(tmp_path / "s")], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 2 and result.stderr.count("\n") == 1
     assert "has not finished" in result.stderr and not (tmp_path / "s").exists()
+
+
+def test_training_seconds_leave_out_the_pause_between_processes():
+    # process 1: steps 0-100 from T0 to T0+100; an hour's pause; process 2: steps 101-200 from T0+3700
+    segments = [{"first_step": 0, "last_step": 100, "start_time": T0, "end_time": T0 + 100},
+                {"first_step": 101, "last_step": 200, "start_time": T0 + 3700, "end_time": T0 + 3800}]
+    seconds = report.training_seconds(np.array([0, 50, 100, 101, 150, 200]),
+                                      np.array([T0, T0 + 50, T0 + 100, T0 + 3700, T0 + 3750, T0 + 3800]), segments)
+    assert seconds.tolist() == [0, 50, 100, 100, 150, 200]  # not 3750 and 3800: the pause does not count
+
+
+def test_time_to_threshold_is_the_first_crossing_of_the_mean_of_the_last_games():
+    scores = np.array([0, 0, 9, 9, 0, 0, 0, 9, 9, 9])
+    steps, seconds = 100 * np.arange(1, 11), 60.0 * np.arange(10)  # game i ends at step 100(i+1), minute i
+    # means of the last 3 from the 3rd game on: 3, 6, 6, 3, 0, 3, 6, 9
+    assert report.time_to_threshold(steps, seconds, scores, 6, window=3) == (400, 3.0)  # the first, not game 9
+    assert report.time_to_threshold(steps, seconds, scores, 9, window=3) == (1000, 9.0)
+    assert report.time_to_threshold(steps, seconds, scores, 3, window=3) == (300, 2.0)
+    assert report.time_to_threshold(steps, seconds, scores, 9.5, window=3) is None  # never reached: "-"
+    assert report.time_to_threshold(steps, None, scores, 6, window=3) == (400, None)  # no timing: steps only
+    # counted from the 100th game on (window 100, the default): 99 games of 50 are not yet a score of 50
+    many = np.full(150, 50.0)
+    assert report.time_to_threshold(np.arange(99), np.arange(99.0), many[:99], 50) is None
+    assert report.time_to_threshold(np.arange(150), 60.0 * np.arange(150), many, 50) == (99, 99.0)
+
+
+def test_score_thresholds_are_reference_data():
+    thresholds = report.load_thresholds()
+    assert {18.0, 20.0} <= set(thresholds["Pong"]) and {50.0, 100.0} <= set(thresholds["Breakout"])
+    assert all(values == sorted(values) for values in thresholds.values())
+    with open(os.path.join(ROOT, "benchmark", "reference", "score_thresholds.csv"), newline="") as f:
+        assert all(row["why"].strip() for row in csv.DictReader(f))  # each threshold says why it is there
+
+
+def made_up_summary(summaries, name, game, scores, steps, wall_times, segments):
+    """A summary as --extract writes it, of a PPO run with these training games and process segments (None:
+    a summary extracted before segments were recorded)."""
+    meta = dict(name=name, algorithm="ppo", game=game, seed=int(name.split("__")[2]), total_timesteps=int(steps[-1]),
+                env_id=f"{game}NoFrameskip-v4", list=None, commands=[], commits=[], finished=True, settings=None,
+                agent_steps=int(steps[-1]), wall_clock_s=float(wall_times[-1] - wall_times[0]), source=name)
+    if segments is not None:
+        meta["segments"] = segments
+    scalars = {report.TRAIN: (np.asarray(steps), np.asarray(wall_times, dtype=np.float64),
+                              np.asarray(scores, dtype=np.float64))}
+    report.write_summary(summaries, meta, scalars)
+
+
+def test_time_to_a_score_table_from_made_up_summaries(tmp_path, capsys, monkeypatch):
+    """Pong, resumed after an hour's pause: 300 games, game k (from 0) at step 1000(k+1), 10 s apart, scoring
+    0 for the first 200 games and 20 after. Process 1 logs games 0-149 from T0+10 to T0+1500; process 2,
+    an hour later, games 150-299 from T0+5110 to T0+6600. Mean of the last 100 at game k >= 200:
+    20(k-199)/100. Breakout: a run that never reaches 50, and one extracted before segments were recorded."""
+    monkeypatch.setattr(report, "load_thresholds", lambda: {"Pong": [0.0, 18.0, 20.0], "Breakout": [50.0]})
+    summaries = tmp_path / "summaries"
+    k = np.arange(300)
+    wall = np.where(k < 150, T0 + 10 * (k + 1), T0 + 5100 + 10 * (k - 149))
+    segments = [{"first_step": 0, "last_step": 150_000, "start_time": T0 + 10, "end_time": T0 + 1500},
+                {"first_step": 150_001, "last_step": 300_000, "start_time": T0 + 5110, "end_time": T0 + 6600}]
+    made_up_summary(summaries, "Pong__ppo__1__300k", "Pong", np.where(k < 200, 0.0, 20.0), 1000 * (k + 1), wall,
+                    segments)
+    breakout_wall = T0 + 10 * np.arange(150)
+    one = [{"first_step": 0, "last_step": 150, "start_time": T0, "end_time": breakout_wall[-1]}]
+    made_up_summary(summaries, "Breakout__ppo__1__150", "Breakout", np.full(150, 49.9), np.arange(1, 151),
+                    breakout_wall, one)
+    made_up_summary(summaries, "Breakout__ppo__2__150", "Breakout", np.full(150, 60.0), np.arange(1, 151),
+                    breakout_wall, None)
+    readme = tmp_path / "README.md"
+    assert report.main(["--summaries", str(summaries), "--figures", str(tmp_path / "figures"),
+                        "--readme", str(readme)]) == 0
+    tables = {game: (header, rows) for game, header, rows in report.score_time_tables(report.load_summaries(summaries),
+                                                                                    report.load_thresholds())}
+    header, rows = tables["Pong"]
+    assert header[:4] == ["algorithm", "budget", "run", "best mean of 100"]
+    cells = dict(zip(header, rows[0]))
+    assert cells["best mean of 100"] == "20.0"
+    # >= 0 at the 100th game (the means of games 1-99, also 0, do not count): step 100,000, 1000 - 10 s
+    assert (cells["≥ 0 agent steps"], cells["≥ 0 minutes"]) == ("100,000", "16.5")
+    # >= 18 at game 289, step 290,000, in process 2: 1490 s of process 1 + (T0+5100+1400) - (T0+5110) = 2880 s,
+    # 48 minutes; counting the pause would say (T0+6500 - (T0+10)) / 60 = 108.2
+    assert (cells["≥ 18 agent steps"], cells["≥ 18 minutes"]) == ("290,000", "48.0")
+    assert (cells["≥ 20 agent steps"], cells["≥ 20 minutes"]) == ("300,000", "49.7")  # 2980 s
+    header, rows = tables["Breakout"]
+    never, old = (dict(zip(header, row)) for row in rows)
+    assert never["best mean of 100"] == "49.9" and never["≥ 50 agent steps"] == never["≥ 50 minutes"] == "-"
+    assert never["note"] == ""
+    # no segments: the steps are known (the 100th game, at step 100), the minutes not, and the note says why
+    assert (old["≥ 50 agent steps"], old["≥ 50 minutes"]) == ("100", "-") and "extract it again" in old["note"]
+
+    printed = capsys.readouterr().out
+    assert "Pong__ppo__1__300k" in printed and "290,000" in printed and "48.0" in printed
+    page = readme.read_text()
+    assert "## Time to a score" in page
+    assert ("| ppo | 300k | [Pong__ppo__1__300k](summaries/Pong__ppo__1__300k.json) | 20.0 | 100,000 | 16.5 "
+            "| 290,000 | 48.0 | 300,000 | 49.7 |") in page
+    assert (tmp_path / "figures" / "curves_hours.png").stat().st_size > 0  # the run without segments left out
