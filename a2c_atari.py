@@ -50,9 +50,7 @@ class Args(harness.RunArgs):
     """A2C's settings; the run's (game, steps, envs, files, evaluation, speed) are in harness.RunArgs."""
 
     optimizer: Literal["rmsprop_tf", "adam"] = "rmsprop_tf"
-    """`rmsprop_tf`: RMSprop in TensorFlow's form (eps inside the square root, the squared-gradient average
-    starting at 1), as OpenAI Baselines ran it and SB3's RMSpropTFLike reproduces it for the rl-zoo;
-    `adam`: Adam, the choice of Distributed BA3C (Adamski et al. 2018), with --adam-learning-rate and --adam-eps"""
+    """`rmsprop_tf`: RMSprop in TensorFlow's form (OpenAI Baselines; SB3's RMSpropTFLike); `adam`: Adamski et al. 2018"""
     learning_rate: float = 7e-4
     """RMSprop learning rate (OpenAI Baselines' a2c, SB3's A2C and the rl-zoo)"""
     rmsprop_alpha: float = 0.99
@@ -62,18 +60,15 @@ class Args(harness.RunArgs):
     adam_learning_rate: float = 1e-3
     """Adam learning rate (Adamski et al. 2018, their best Breakout run; with --optimizer adam)"""
     adam_eps: float = 1e-8
-    """Adam epsilon (Adamski et al. 2018; their betas, 0.8 and 0.75 for batches of up to 2,048, are not
-    taken: here torch's 0.9 and 0.999)"""
+    """Adam epsilon (Adamski et al. 2018; their betas 0.8 and 0.75 are not taken: torch's 0.9 and 0.999)"""
     anneal_lr: bool = False
-    """anneal the learning rate linearly to 0 over the updates, as OpenAI Baselines' a2c does (the rl-zoo
-    keeps it constant)"""
+    """anneal the learning rate linearly to 0 over the updates, as OpenAI Baselines' a2c (the rl-zoo keeps it constant)"""
     num_steps: int = 5
     """agent steps per env per update: the n of the n-step returns (t_max = 5 in Mnih et al. 2016)"""
     gamma: float = 0.99
     """discount factor per agent step"""
     gae_lambda: float = 1.0
-    """1: plain n-step returns (Mnih et al. 2016; SB3's A2C default); below 1: generalized advantage
-    estimation within the rollout (Schulman et al. 2015, arXiv 1506.02438)"""
+    """1: plain n-step returns (Mnih et al. 2016; SB3's A2C default); below 1: GAE in the rollout (Schulman et al. 2015)"""
     ent_coef: float = 0.01
     """entropy bonus coefficient (Mnih et al. 2016; Baselines; rl-zoo)"""
     vf_coef: float = 0.25
@@ -81,18 +76,12 @@ class Args(harness.RunArgs):
     max_grad_norm: float = 0.5
     """global gradient-norm clip (OpenAI Baselines, SB3)"""
     log_every: int = 1_000
-    """agent steps between writes of the losses, charts/SPS and time/<phase> (at the first update that
-    reaches each multiple): about the resolution of PPO's curves (1,024 steps per update). Every update (80
-    steps) would write 12x the points for ~0.5% of the run's time (a dozen scalars at 10-50 us each per
-    ~100 ms update)"""
+    """agent steps between writes of the losses, charts/SPS and time/<phase>: about PPO's 1,024 per update, not every 80"""
 
     num_envs: int = 16
-    """parallel game environments per process (OpenAI Baselines' a2c and the rl-zoo; under torchrun the
-    job has num_envs x processes)"""
+    """parallel game environments per process (OpenAI Baselines' a2c, the rl-zoo; under torchrun, num_envs x processes)"""
     eval_every: int = 1_000_000
-    """agent steps between evaluations of --eval-episodes whole games (see harness.RunArgs): twice PPO's
-    interval, because A2C runs 2-3x more agent steps per second (one pass over each sample, not 4 epochs),
-    so an evaluation of the same games would take a bigger share of its time"""
+    """agent steps between evaluations: twice PPO's, as A2C runs more agent steps per second (one pass, not 4 epochs)"""
 
 
 class RMSpropTF(torch.optim.Optimizer):
@@ -258,6 +247,7 @@ def main() -> None:
         harness.fail(f"--total-timesteps {args.total_timesteps} is less than one rollout of the job "
                      f"({steps_per_iteration})")
 
+    harness.check_rollout_memory(args.num_envs, args.num_steps, device)
     envs = wrappers.make_vector_env(args.env_id, args.num_envs, backend=args.env_backend, num_threads=proc.env_threads,
                                     repeat_action_probability=args.repeat_action_probability)
     num_actions = int(envs.single_action_space.n)
@@ -306,6 +296,7 @@ def main() -> None:
                 with run.timer("inference"):
                     obs[step] = next_obs
                     logits, values[step] = agent(obs[step])
+                    run.check_finite(global_step, logits, "the policy's logits")  # a divergence shows here first
                     actions[step] = Categorical(logits=logits, validate_args=False).sample()
                     action_np = actions[step].cpu().numpy()
                 with run.timer("env"):

@@ -74,26 +74,21 @@ class Args(harness.RunArgs):
     """DQN's settings; the run's (game, steps, envs, files, evaluation, speed) are in harness.RunArgs."""
 
     preset: Literal["cleanrl", "nature"] = "cleanrl"
-    """defaults for the flags below that say "None: the preset's": `cleanrl` (CleanRL's dqn_atari.py) or
-    `nature` (Mnih et al. 2015 as Dopamine's dqn_nature.gin); the settings log shows the values used"""
+    """defaults of the flags that say "None: the preset's": `cleanrl` (CleanRL) or `nature` (Dopamine's dqn_nature.gin)"""
     optimizer: Literal["adam", "rmsprop"] | None = None
     """None: the preset's (cleanrl: adam; nature: rmsprop, centered, as DeepMind's and Dopamine's)"""
     learning_rate: float | None = None
     """optimizer step size (None: the preset's; cleanrl 1e-4, nature 2.5e-4)"""
     loss: Literal["mse", "huber"] | None = None
-    """TD loss (None: the preset's; cleanrl mse; nature huber = the error clipped to [-1, 1] in the
-    gradient, Mnih et al. 2015)"""
+    """TD loss (None: the preset's; cleanrl mse; nature huber: the error clipped to [-1, 1] in the gradient)"""
     target_network_frequency: int | None = None
-    """agent steps between copies of the online network into the target network (None: the preset's;
-    cleanrl 1,000, nature 10,000)"""
+    """agent steps between copies of the online network to the target (None: the preset's; cleanrl 1,000, nature 10,000)"""
     end_e: float | None = None
     """final exploration epsilon (None: the preset's; cleanrl 0.01, nature 0.1)"""
     exploration_steps: int | None = None
-    """agent steps over which epsilon falls linearly from start_e to end_e, counted from the start of the
-    run (None: the preset's; cleanrl 10% of total_timesteps, nature 1,000,000)"""
+    """agent steps over which epsilon falls linearly to end_e (None: the preset's; cleanrl 10% of the run, nature 1M)"""
     learning_starts: int | None = None
-    """agent steps of experience collected before the first update (None: the preset's; cleanrl 80,000,
-    nature 50,000); after a resume without the replay memory the memory refills this much again"""
+    """agent steps of experience before the first update (None: the preset's; cleanrl 80,000, nature 50,000)"""
     start_e: float = 1.0
     """initial exploration epsilon (both presets)"""
     buffer_size: int = 1_000_000
@@ -109,18 +104,13 @@ class Args(harness.RunArgs):
     rmsprop_alpha: float = 0.95
     """RMSProp decay of the squared-gradient average (Mnih et al. 2015; Dopamine's decay)"""
     rmsprop_eps: float = 0.00316
-    """RMSProp epsilon; torch adds it after the square root, TensorFlow (Dopamine: 1e-5) before it, and
-    sqrt(1e-5) = 0.00316 gives the same floor where the gradient variance is small"""
+    """RMSProp epsilon, added after the square root: sqrt(1e-5), Dopamine's eps, which TensorFlow adds inside it"""
     lazy_greedy: bool = True
-    """compute Q-values only when some env acts greedily this step (no effect on results, only on speed;
-    --resume takes it from the command line when given there)"""
+    """compute Q-values only when some env acts greedily this step (the same results, only faster; a speed flag)"""
     save_replay: bool = False
-    """with --save-model: write the replay memory beside each checkpoint (<run dir>/replay.npz, 7,064 bytes
-    per transition held, 7.1 GB at 1M), so that --resume continues with it instead of refilling it"""
+    """with --save-model: also save the replay memory (replay.npz, 7.1 GB at 1M) so that --resume need not refill it"""
     eval_epsilon: float = 0.05
-    """exploration epsilon of the evaluations and of --run (Mnih et al. 2015; Dopamine's newer configs use
-    0.001): a purely greedy agent can loop forever in a state it never learned to leave (Breakout, waiting
-    to serve)"""
+    """epsilon of evaluation and --run (Mnih et al. 2015): a greedy agent can loop forever (Breakout, waiting to serve)"""
 
     num_envs: int = 1
     """parallel game environments; each has its own ring in the replay memory (CleanRL: 1)"""
@@ -382,10 +372,14 @@ def check_args(args: Args, hp: Hyperparameters) -> None:
     if args.buffer_size // args.num_envs < 2 * wrappers.FRAME_STACK:
         harness.fail(f"--buffer-size {args.buffer_size} is too small for {args.num_envs} envs: give each at least "
                      f"{2 * wrappers.FRAME_STACK} transitions")
+    bytes_each = ReplayMemory.bytes_per_transition()
+    if args.run is None:
+        harness.check_memory(args.buffer_size * bytes_each, f"a replay memory of --buffer-size {args.buffer_size:,}",
+                             lambda usable: f"the largest --buffer-size that fits is {usable // bytes_each:,}")
     if hp.learning_starts < args.batch_size:
         harness.fail(f"--learning-starts {hp.learning_starts} must be at least --batch-size {args.batch_size}")
     if args.save_replay and not args.save_model:
-        harness.fail("--save-replay saves the replay memory with the checkpoints: add --save-model")
+        harness.fail("--save-replay saves the replay memory with the checkpoints: drop --no-save-model")
 
 
 def main() -> None:
@@ -410,7 +404,7 @@ def main() -> None:
     # update, and they change only at each copy, so the targets are bit-identical and each update is
     # ~0.4 ms (~4%) faster. Copies into it (load_state_dict) round the online weights.
     target_network = QNetwork(num_actions, channels_last=args.channels_last).to(
-        device, dtype=torch.bfloat16 if args.bf16 else None)
+        device, dtype=torch.bfloat16 if proc.bf16 else None)
     if args.compile:  # see --help: slower for DQN here, kept for machines where it pays
         q_network.compile()
         target_network.compile()

@@ -8,7 +8,7 @@ that calls the script: `main()` keeps its own loop and says every step of it.
     args, checkpoint = harness.parse(Args, algo="ppo")  # flags, --resume's saved settings, range checks
     proc = harness.setup_process(args)                  # threads, denormals, seeds, torchrun, device
     harness.start_from(checkpoint, model, optimizer, args, proc)  # --resume's weights, optimizer, streams
-    run = harness.Run(args, proc, "ppo", model, optimizer, checkpoint, total_steps, settings)
+    run = harness.Run(args, proc, "ppo", model, optimizer, checkpoint, total_steps, num_actions, settings=...)
     ... the algorithm's loop, calling:
         run.timer("env"), run.log_episodes(info, step), run.log(step, scalars), run.check_finite(step, loss)
         run.checkpoint_due(step, final), run.save_checkpoint(step, **extra), run.should_stop(step)
@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime
 import io
 import math
 import os
@@ -38,9 +39,10 @@ import random
 import shutil
 import signal
 import sys
+import threading
 import time
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Literal
 
 import numpy as np
@@ -53,20 +55,35 @@ import wrappers
 MODEL_FORMAT = 1  # version of the model/checkpoint dict below; a file of another format is refused in one line
 
 
-def native_bf16() -> bool:
-    """Whether bf16 matrix units exist here: a CUDA GPU with bf16, or a CPU with AVX512-BF16 or AMX.
+def bf16_default(device_type: str, cuda_capability: tuple[int, int] | None, cpu_flags: set[str]) -> bool:
+    """--bf16's default: whether the device that computes has bf16 matrix units, as RunArgs.bf16's --help says.
 
-    Without them torch emulates bf16 and a training step gets slower (7x on an Intel Xeon without them,
-    benchmark/results/dqn_speed.txt), so `--bf16` defaults to this answer.
+    A CUDA GPU has them from compute capability 8.0 (Ampere; torch.cuda.is_bf16_supported(including_emulation=
+    False) asks the same); an older one only emulates bf16, as does a CPU without AVX512-BF16 or AMX, and
+    emulated bf16 is slower (a DQN step 7x on an Intel Xeon, benchmark/results/dqn_speed.txt). Only the device
+    in use counts: with --no-cuda the CPU answers, whatever GPU the machine has.
     """
-    if torch.cuda.is_available():
-        return torch.cuda.is_bf16_supported()
+    if device_type == "cuda":
+        return cuda_capability is not None and cuda_capability >= (8, 0)
+    if device_type == "cpu":
+        return bool({"avx512_bf16", "amx_bf16"} & cpu_flags)
+    return False
+
+
+def read_cpu_flags() -> set[str]:
+    """The CPU's feature flags from /proc/cpuinfo (every word of it; empty where there is none)."""
     try:
         with open("/proc/cpuinfo") as f:
-            flags = f.read()
+            return set(f.read().split())
     except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+        return set()
+
+
+def native_bf16(device: torch.device | str | None = None) -> bool:
+    """`bf16_default` for `device` on this machine (None: the device a run here uses by default)."""
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    capability = torch.cuda.get_device_capability(device) if device.type == "cuda" else None
+    return bf16_default(device.type, capability, read_cpu_flags())
 
 
 @dataclass
@@ -74,17 +91,16 @@ class RunArgs:
     """Settings of the run around the algorithm, the same in every script (CleanRL's flag names)."""
 
     exp_name: str | None = None
-    """the name of this experiment, part of the run name and of the model file name (None: the script's
-    file name, e.g. ppo_atari)"""
+    """experiment name, part of the run name and the model file name (None: the script's file name, e.g. ppo_atari)"""
     seed: int = 1
-    """seed of Python, NumPy, torch and the envs (env i gets seed + i; under torchrun rank r's envs follow
-    rank r-1's)"""
+    """seed of Python, NumPy, torch and the envs (env i gets seed + i; under torchrun rank r's follow rank r-1's)"""
     torch_deterministic: bool = True
     """if toggled, `torch.backends.cudnn.deterministic=True`"""
     cuda: bool = True
-    """if toggled, use CUDA when it is available"""
+    """use a CUDA GPU when there is one (under torchrun local rank r takes GPU r, or r mod the GPUs when they
+    are fewer: see setup_process); --no-cuda: the CPU"""
     run_name: str | None = None
-    """directory name under --runs-dir; default `{env_id}__{exp_name}__{seed}__{unix time}`"""
+    """directory name under --runs-dir (None: `{env_id}__{exp_name}__{seed}__{unix time}`)"""
     runs_dir: str = "runs"
     """parent directory of the run directories (TensorBoard events, checkpoint.pt, the model file)"""
 
@@ -99,55 +115,41 @@ class RunArgs:
     env_threads: int = 0
     """emulator threads of the native backend (0: one per env, at most the cores of this process)"""
     repeat_action_probability: float = 0.0
-    """sticky actions (Machado et al. 2018, arXiv 1709.06009): 0 as in Mnih et al. 2015 and CleanRL, 0.25 as
-    in Dopamine's default protocol; applies to training, evaluation and --run"""
+    """sticky actions (Machado et al. 2018): 0 as Mnih et al. 2015 and CleanRL, 0.25 as Dopamine; also evaluation, --run"""
 
     torch_threads: int | None = None
-    """torch intra-op threads (None: the cores available to this process, shared among local ranks); two
-    runs on the same cores must share them (e.g. --torch-threads 1 each on 2 cores): with all cores each,
-    both ran more than 5x slower here"""
+    """torch intra-op threads (None: this process's cores, shared among local ranks); two runs on one machine: split them"""
     inference_threads: int | None = None
-    """torch threads for acting on a batch of num_envs observations (None: --torch-threads); one thread
-    can win on a small batch on a busy machine"""
+    """torch threads for acting on a batch of num_envs observations (None: --torch-threads)"""
     flush_denormal: bool = True
-    """treat subnormal floats (below 1.2e-38) as zero on CPU (torch.set_flush_denormal): after many updates
-    much of Adam's moment estimates decays into that range, where x86 arithmetic is many times slower (49%
-    of them in a DQN run at 365k steps: an Adam step 13.2 ms instead of 2.1; benchmark/results/dqn_speed.txt, F)"""
+    """treat subnormal floats (below 1.2e-38) as zero on CPU: Adam's moments decay into that slow range in long runs"""
     channels_last: bool = True
-    """NHWC memory format for the convolutions: oneDNN's fast path on CPU (a training step 1.6x faster here)"""
-    bf16: bool = field(default_factory=native_bf16)
-    """bf16 autocast for the network (default on only where the hardware computes bf16 natively); changes
-    the numerics, so the same seed gives other losses with and without it. DQN acts in fp32 either way
-    (on its batch of one observation bf16 is slower); PPO and A2C act and learn in bf16"""
+    """NHWC memory format for the convolutions and the rollout's frames: oneDNN's fast path on CPU"""
+    bf16: tyro.conf.DisallowNone[bool | None] = None
+    """bf16 autocast for the network. None: on where the device in use computes bf16 natively (bf16_default):
+    CUDA GPU of compute capability 8.0 or later (A100, RTX 30xx, H100) -> on; older CUDA GPU (V100, T4: bf16
+    emulated) -> off; CPU with AVX512-BF16 or AMX -> on; other CPU -> off. It changes the numerics: the same
+    seed gives other losses with and without it. DQN acts in fp32 either way (on its batch of one observation
+    bf16 is slower); PPO and A2C act and learn in bf16"""
     fused_adam: bool = True
-    """torch's fused Adam kernel where the optimizer is Adam: the same update in one pass over the
-    parameters instead of a dozen small ops; results may differ from the loop's in the last bits"""
+    """torch's fused Adam kernel where the optimizer is Adam: the same update in one pass; may differ in the last bits"""
     compile: bool = False
-    """torch.compile the network (nn.Module.compile, TorchInductor). Off by default: it costs a compile at
-    the start (about 25 s on 2 cores, a few with TorchInductor's cache warm) and changes the numerics: its
-    fused kernels round differently, so the same seed gives other losses. After the compile, on a 2-core
-    Xeon: PPO 6-11% more agent steps/s, A2C 0-5%, DQN 2-6% fewer; a cold compile pays for itself after
-    about 200k PPO agent steps (benchmark/studies/compile.md)"""
+    """torch.compile the network (TorchInductor): a compile at the start, and other losses for the same seed"""
 
-    save_model: bool = False
-    """save the model at the end and a checkpoint every --checkpoint-every agent steps"""
+    save_model: bool = True
+    """save a checkpoint every --checkpoint-every agent steps, on a stop and at the end, and the model at the end (--no-save-model: none)"""
     checkpoint_every: int = 500_000
     """agent steps between checkpoints (with --save-model); runs/<run_name>/checkpoint.pt is overwritten"""
     resume: str | None = None
-    """a run directory to continue from its checkpoint.pt; settings come from the checkpoint, except
-    --total-timesteps (to extend the run), the speed flags and the evaluation and progress flags when given"""
+    """a run directory to continue from its checkpoint.pt (its settings; typed --total-timesteps, speed, eval flags win)"""
     eval_every: int = 500_000
-    """agent steps between evaluations, each --eval-episodes whole games (no life loss, raw score) with the
-    current policy in envs of their own, logged as eval/episodic_return; training ends with one more. At
-    10 games per 500k steps an evaluation costs under 3% of a default run's time (README, Evaluation)"""
+    """agent steps between evaluations of --eval-episodes whole games (eval/episodic_return); one more at the end"""
     eval_episodes: int = 10
     """whole games per evaluation (0: no evaluation)"""
     eval_video: bool = False
-    """at each evaluation, also write one game to <run dir>/videos/eval_<agent step>.mp4, a record of how
-    the play improved (as Distributed BA3C's record node and Dopamine's evaluation phase do)"""
+    """at each evaluation, also film one game to <run dir>/videos/eval_<agent step>.mp4 (as Dopamine's evaluation does)"""
     run: str | None = None
-    """a model file to replay instead of training, or `random` for a uniformly random policy (the floor
-    every curve should be read against): play --run-episodes games, print their scores"""
+    """model file to replay instead of training, or `random` (a uniform policy): play --run-episodes games, print scores"""
     run_episodes: int = 10
     """with --run: whole games to play"""
     video: bool = True
@@ -267,7 +269,77 @@ def parse(args_class: type, algo: str, resumable: tuple[str, ...] = ()) -> tuple
     check_run_args(args, algo)
     if args.run is None:
         check_writable_directory(args.resume or args.runs_dir, "--resume" if args.resume else "--runs-dir")
+    if args.run is None and args.resume is None and args.run_name is not None:
+        check_new_run_directory(os.path.join(args.runs_dir, args.run_name))
     return args, checkpoint
+
+
+def holds_a_run(run_dir: str) -> bool:
+    """Whether `run_dir` holds a run's files: a checkpoint, a model file or TensorBoard events (a folder that
+    benchmark/run.py made for a run, holding only its own records, does not)."""
+    return os.path.isdir(run_dir) and any(
+        name == "checkpoint.pt" or name.endswith(".model") or name.startswith("events.out.tfevents")
+        for name in os.listdir(run_dir))
+
+
+def check_new_run_directory(run_dir: str) -> None:
+    """Fail with one line if `run_dir` holds a run: a new run never writes into another run's directory."""
+    if os.path.exists(run_dir) and not os.path.isdir(run_dir):
+        fail(f"run directory '{run_dir}' is a file: choose another --run-name")
+    if os.path.isfile(os.path.join(run_dir, "checkpoint.pt")):
+        fail(f"run directory '{run_dir}' already exists: continue that run with --resume {run_dir}, "
+             f"or choose another --run-name")
+    if holds_a_run(run_dir):
+        fail(f"run directory '{run_dir}' already holds another run's files: choose another --run-name")
+
+
+def lock_run_directory(run_dir: str) -> int:
+    """Hold an exclusive lock on <run dir>/.lock for the life of this process, so that two processes never
+    write one run directory (two --resume of the same run, say); the kernel drops the lock when the process
+    ends, even by kill -9. Returns the lock's file descriptor."""
+    import fcntl
+
+    fd = os.open(os.path.join(run_dir, ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fail(f"another process is writing the run directory '{run_dir}': wait for it to end or stop it first")
+    return fd
+
+
+def check_memory(needed_bytes: int, what: str, fits: Callable[[int], str]) -> None:
+    """Fail with one line, before anything is allocated, if `what` needs more memory than this machine has
+    available (Linux's MemAvailable, less MEMORY_RESERVE for torch and the rest of the process); `fits(usable
+    bytes)` says what would fit, e.g. the largest --buffer-size."""
+    available = available_memory()
+    if available is not None and needed_bytes > available - MEMORY_RESERVE:
+        fail(f"{what} needs {needed_bytes / 1e9:.1f} GB of memory and this machine has {available / 1e9:.1f} GB "
+             f"available: {fits(max(available - MEMORY_RESERVE, 0))}")
+
+
+MEMORY_RESERVE = 2 * 10**9  # bytes kept free for torch, the network and the rest of the process
+ENV_BYTES = 2 * 10**6  # host memory of one native emulator with its frame stack (1.7 MB measured, Breakout)
+
+
+def check_rollout_memory(num_envs: int, num_steps: int, device: torch.device) -> None:
+    """The emulators and, on the CPU, a rollout buffer of num_envs x num_steps uint8 observations (PPO, A2C,
+    PQN) must fit in memory: checked before any env starts."""
+    frames = num_steps * wrappers.FRAME_STACK * wrappers.SCREEN_SIZE**2 if device.type == "cpu" else 0
+    per_env = ENV_BYTES + frames
+    check_memory(num_envs * per_env, f"--num-envs {num_envs} with rollouts of --num-steps {num_steps}",
+                 lambda usable: f"lower them (at most {usable // per_env:,} envs of {num_steps} steps fit)")
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to a new allocation without swapping (Linux's MemAvailable), or None."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
 
 
 @dataclass
@@ -282,7 +354,12 @@ class Process:
     inference_threads: int
     env_threads: int
     seed: int  # this rank's seed: env i of rank r gets args.seed + r * num_envs + i
-    autocast: torch.autocast
+    autocast: torch.autocast  # bf16 autocast on `device`, enabled by --bf16 as setup_process resolved it
+
+    @property
+    def bf16(self) -> bool:
+        """Whether the network computes in bf16 here: --bf16, its None resolved for this device."""
+        return bool(self.autocast._enabled) and self.autocast.fast_dtype == torch.bfloat16
 
     def average_gradients(self, module: torch.nn.Module) -> None:
         """Data parallel: replace every gradient with the mean over the ranks (one all-reduce of all of them)."""
@@ -314,31 +391,74 @@ class Process:
         return bool(value.item())
 
 
+def cuda_placement(local_rank: int, local_world_size: int, device_count: int) -> tuple[int, str]:
+    """The GPU index of a local rank and the job's collective backend: each rank its own GPU while there are
+    enough ("nccl"); with more ranks than GPUs the ranks share them round-robin, rank r on GPU r mod the
+    GPUs, and talk over "gloo", since NCCL refuses two ranks on one GPU (as CleanRL's multi-GPU script)."""
+    return local_rank % device_count, "nccl" if local_world_size <= device_count else "gloo"
+
+
+# The slowest evaluation we plan for, in agent steps/s summed over its envs: training with its updates runs at
+# about 1,000 agent steps/s on 2 CPU cores (benchmark/studies/a2c_scaling.txt) and an evaluation only acts and emulates, so
+# 100 leaves a margin of 10x for a busy or slow machine.
+SLOWEST_EVAL_STEPS_PER_S = 100
+
+
+def collective_timeout(args: RunArgs) -> datetime.timedelta:
+    """How long a rank waits in a collective before the job is declared hung: NCCL's default 10 minutes,
+    plus the longest evaluation. Rank 0 evaluates alone while the others wait in the next all-reduce; the
+    longest has every game (and the filmed one) last the cap of 108,000 frames = 27,000 agent steps, at
+    SLOWEST_EVAL_STEPS_PER_S: 45 more minutes for the default 10 games."""
+    games = args.eval_episodes + (1 if args.eval_video and args.eval_episodes else 0)
+    longest_eval = games * (wrappers.MAX_EPISODE_FRAMES // wrappers.FRAME_SKIP) / SLOWEST_EVAL_STEPS_PER_S
+    return datetime.timedelta(minutes=10, seconds=longest_eval)
+
+
 def setup_process(args: RunArgs) -> Process:
-    """Process-wide settings, once, before any env starts: threads, denormals, torchrun and seeds.
+    """Process-wide settings, once, before any env starts: threads, denormals, torchrun, device, bf16 and seeds.
 
     OpenMP keeps its default wait policy: libgomp's threads spin for a while after each parallel region
     before they sleep, so the many small ops of an update find them awake. Measured on a 2-core Xeon
     (benchmark/studies/openmp_wait_policy.md): OMP_WAIT_POLICY=PASSIVE, which puts them to sleep at once,
     made DQN 1.6x, PPO 1.15x and A2C 1.13x slower. Two runs that each use every core of the same machine
     are many times slower whatever the policy (their threads wait at every op for a thread that is not
-    running): give each run its share with --torch-threads, as benchmark/run.py --parallel does."""
+    running): give each run its share with --torch-threads, as benchmark/run.py --parallel does.
+
+    GPUs (`cuda_placement`): under torchrun local rank r computes on cuda:r and the ranks all-reduce over
+    NCCL. With more processes per node than GPUs the ranks share the GPUs round-robin (cuda:r mod the GPUs)
+    and the whole job talks over gloo, which takes CUDA tensors, as NCCL refuses two ranks on one GPU;
+    nodes are assumed alike. A launcher that shows each rank one GPU of its own (CUDA_VISIBLE_DEVICES per
+    rank) makes every rank see one device, cuda:0, and so runs on gloo too. Collectives wait
+    `collective_timeout`: long enough for rank 0's longest evaluation, when the other ranks wait for it.
+    --bf16's None is decided here, for the device this rank uses (`bf16_default`), into `Process.autocast`."""
     # torchrun sets these; a plain `python script.py` is rank 0 of a world of 1.
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     local_world_size = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
     use_cuda = args.cuda and torch.cuda.is_available()
-    device = torch.device(f"cuda:{local_rank}" if use_cuda else "cpu")
+    backend = "gloo"
+    if use_cuda:
+        gpus = torch.cuda.device_count()
+        index, backend = cuda_placement(local_rank, local_world_size, gpus)
+        device = torch.device("cuda", index)
+        torch.cuda.set_device(device)  # the current device of NCCL, of the CUDA random stream and of autocast
+        if world_size > 1 and backend == "gloo" and rank == 0:
+            print(f"note: {local_world_size} processes per node share {gpus} GPU(s) round-robin; the job "
+                  f"all-reduces over gloo (NCCL takes one process per GPU)", file=sys.stderr)
+    else:
+        device = torch.device("cpu")
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     torch_threads = args.torch_threads or max(1, cores // local_world_size)
     torch.set_num_threads(torch_threads)  # the update is CPU-bound on a CPU: use exactly our cores, no more
     torch.set_flush_denormal(args.flush_denormal)  # subnormal floats: see RunArgs.flush_denormal
     torch.backends.cudnn.deterministic = args.torch_deterministic
     if world_size > 1:
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
-        if use_cuda:
-            torch.cuda.set_device(device)
+        dist.init_process_group(backend=backend, timeout=collective_timeout(args))
+    bf16 = args.bf16
+    if bf16 is None:
+        bf16 = bf16_default(device.type, torch.cuda.get_device_capability(device) if use_cuda else None,
+                            read_cpu_flags())
     # Each rank plays other games: its seed is offset by the envs before it, so every env of the job has
     # its own seed, and one seed still drives everything.
     seed = args.seed + rank * args.num_envs
@@ -348,7 +468,7 @@ def setup_process(args: RunArgs) -> Process:
     return Process(rank=rank, world_size=world_size, local_rank=local_rank, device=device,
                    torch_threads=torch_threads, inference_threads=args.inference_threads or torch_threads,
                    env_threads=args.env_threads or max(1, min(args.num_envs, cores // local_world_size)),
-                   seed=seed, autocast=torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16))
+                   seed=seed, autocast=torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16))
 
 
 # --- rollout frames in the network's memory format ------------------------------------------------------------
@@ -418,8 +538,21 @@ def script_name(args: RunArgs) -> str:
     return os.path.splitext(os.path.basename(getattr(module, "__file__", "") or "experiment"))[0]
 
 
+def to_cpu(obj):
+    """`obj` with every tensor in it (through dicts, lists and tuples) moved to the CPU."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(to_cpu(v) for v in obj)
+    return obj
+
+
 def model_file(args: RunArgs, algo: str, model: torch.nn.Module, num_actions: int) -> dict:
-    """A model file: enough to replay the agent and to know what it was trained on (plain types only)."""
+    """A model file: enough to replay the agent and to know what it was trained on (plain types and CPU
+    tensors only). `args` are as given: a --bf16 left to its default is saved as None, so that a resumed
+    run decides it again for the device it then runs on."""
     return {
         "format": MODEL_FORMAT,
         "algo": algo,
@@ -494,25 +627,38 @@ def load_file(path: str, what: str, algo: str, device: torch.device | str = "cpu
     return data
 
 
-def rng_states() -> dict:
-    """Python, NumPy and torch random states as plain types and tensors (loadable with weights_only)."""
+def _cuda_in_use(device: torch.device | None) -> torch.device | int | None:
+    """The GPU whose random stream is this process's: `device` when it is one; for None, the current GPU
+    once this process has started CUDA (setup_process made it the run's device)."""
+    if device is None:
+        return torch.cuda.current_device() if torch.cuda.is_initialized() else None
+    return device if device.type == "cuda" else None
+
+
+def rng_states(device: torch.device | None = None) -> dict:
+    """Python, NumPy and torch random states as plain types and tensors (loadable with weights_only), with
+    the CUDA stream of the GPU in use only (`_cuda_in_use`; [] on the CPU): a checkpoint resumes on a machine
+    with fewer GPUs, or none."""
     name, key, pos, has_gauss, cached = np.random.get_state()
+    cuda = _cuda_in_use(device)
     return {
         "python": random.getstate(),
         "numpy": [name, key.tolist(), pos, has_gauss, cached],
         "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "cuda": [torch.cuda.get_rng_state(cuda)] if cuda is not None else [],
     }
 
 
-def set_rng_states(states: dict) -> None:
+def set_rng_states(states: dict, device: torch.device | None = None) -> None:
+    """Put back what `rng_states` returned; the saved CUDA stream goes to the GPU in use, if there is one."""
     version, internal, gauss = states["python"]
     random.setstate((version, tuple(internal), gauss))
     name, key, pos, has_gauss, cached = states["numpy"]
     np.random.set_state((name, np.array(key, dtype=np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(states["torch"].cpu())
-    if states["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.cpu() for s in states["cuda"]])
+    cuda = _cuda_in_use(device)
+    if states["cuda"] and cuda is not None:
+        torch.cuda.set_rng_state(states["cuda"][0].cpu(), cuda)
 
 
 class isolated_rng:
@@ -556,13 +702,21 @@ class StopRequest:
             return
         self.signal, self.since = signum, time.monotonic()
         print(f"\n{signal.Signals(signum).name}: stopping at the training loop's next check, with a checkpoint "
-              f"if --save-model (send it again to stop at once)", file=sys.stderr)
+              f"unless --no-save-model (send it again to stop at once)", file=sys.stderr)
 
 
 # --- the run --------------------------------------------------------------------------------------------------
 
 def settings_table(settings: dict) -> str:
     return "|setting|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in settings.items())
+
+
+def _quiet_event_writer_errors(args) -> None:
+    """threading.excepthook: the OSError that stops TensorBoard's event-writer thread (a full disk) is left to
+    the main thread, which meets it at its next write and ends in one line; anything else prints as usual."""
+    if issubclass(args.exc_type, OSError) and type(args.thread).__name__ == "_AsyncWriterThread":
+        return
+    threading.__excepthook__(args)
 
 
 class _Timer:
@@ -597,7 +751,7 @@ def start_from(checkpoint: dict | None, model: torch.nn.Module, optimizer: torch
         optimizer.load_state_dict(state)
         states = checkpoint["rng"] if isinstance(checkpoint["rng"], list) else [checkpoint["rng"]]
         if len(states) == proc.world_size:  # same job shape: every rank picks up its own streams
-            set_rng_states(states[proc.rank])
+            set_rng_states(states[proc.rank], proc.device)
     if proc.world_size > 1:  # every rank starts from rank 0's parameters
         for p in model.parameters():
             dist.broadcast(p.data, src=0)
@@ -646,19 +800,25 @@ class Run:
         if proc.rank == 0:
             from torch.utils.tensorboard import SummaryWriter
 
+            # A full disk stops the event writer's thread with an OSError that the next write re-raises here,
+            # where it ends in one line (Run._events); the thread's own traceback would only repeat it.
+            threading.excepthook = _quiet_event_writer_errors
             try:
                 os.makedirs(self.run_dir, exist_ok=True)
+                self.lock = lock_run_directory(self.run_dir)
+                if checkpoint is None:  # checked again under the lock: a taken name fails, even in a race
+                    check_new_run_directory(self.run_dir)
                 # On resume, purge_step drops the events the interrupted run wrote after its checkpoint:
                 # TensorBoard hides every earlier event at a step >= purge_step, and the checkpoint's own step
                 # was logged before the checkpoint was written, so it is kept.
                 self.writer = SummaryWriter(self.run_dir, purge_step=self.start_step + 1 if checkpoint else None)
             except OSError as e:
                 fail(f"cannot write the run directory '{self.run_dir}' ({e.strerror or e}): choose another --runs-dir")
-            table = dict(dataclasses.asdict(args), exp_name=self.exp_name, run_dir=self.run_dir,
+            table = dict(dataclasses.asdict(args), bf16=proc.bf16, exp_name=self.exp_name, run_dir=self.run_dir,
                          world_size=proc.world_size, device=str(proc.device), torch_threads=proc.torch_threads,
                          inference_threads=proc.inference_threads, env_threads=proc.env_threads,
                          start_step=self.start_step, **(settings or {}))
-            self.writer.add_text("settings", settings_table(table), self.start_step)
+            self._events(lambda: self.writer.add_text("settings", settings_table(table), self.start_step))
             if args.progress:
                 from tqdm import tqdm
 
@@ -673,11 +833,28 @@ class Run:
         """`with run.timer("env"):` counts the block's time to that phase (logged as time/<phase>)."""
         return _Timer(self.times, phase)
 
+    def _events(self, write: Callable[[], object]) -> None:
+        """One write to the TensorBoard events; a full disk or a lost directory ends in one line (exit 2), with
+        the last checkpoint as it was."""
+        try:
+            write()
+        except OSError as e:
+            self.writer = None
+            fail(f"cannot write the TensorBoard events in '{self.run_dir}' ({e.strerror or e}); "
+                 + (f"the last checkpoint is kept: free some space, then --resume {self.run_dir}"
+                    if self.saved_step is not None else "no checkpoint was saved yet"))
+
     def log(self, step: int, scalars: dict) -> None:
         """Write scalars (floats or 0-d tensors) at agent step `step` (rank 0 only)."""
         if self.writer is not None:
             for tag, value in scalars.items():
-                self.writer.add_scalar(tag, float(value.detach()) if isinstance(value, torch.Tensor) else float(value), step)
+                value = float(value.detach()) if isinstance(value, torch.Tensor) else float(value)
+                self._events(lambda: self.writer.add_scalar(tag, value, step))
+
+    def close_events(self) -> None:
+        if self.writer is not None:
+            self._events(self.writer.close)
+            self.writer = None
 
     def log_episodes(self, info: dict, step: int) -> None:
         """Log the raw score and length of every game that ended at this step (info from wrappers.py)."""
@@ -701,21 +878,31 @@ class Run:
                      *(f"{phase}={seconds:.0f}s" for phase, seconds in self.times.items() if seconds)]
             self.progress.set_postfix_str(" ".join(parts), refresh=False)
 
-    def check_finite(self, step: int, loss: torch.Tensor) -> None:
-        """Stop the run in one line if the loss is NaN or infinite: the last checkpoint stays as it was. Call
-        it before the optimizer step, so that the weights never hold NaN (on a GPU it waits for the loss)."""
-        value = float(loss.detach()) if isinstance(loss, torch.Tensor) else float(loss)
-        if not math.isfinite(value):
-            self.stop.loop_done = True
-            if self.progress is not None:
-                self.progress.close()
-            where = (f"the last checkpoint ({os.path.join(self.run_dir, 'checkpoint.pt')}, agent step "
-                     f"{self.saved_step}) is unchanged" if self.saved_step is not None else "no checkpoint was saved")
-            print(f"error: the loss is {value} at agent step {step}: training stopped, {where}; "
-                  f"try a lower --learning-rate or another --seed", file=sys.stderr)
+    def check_finite(self, step: int, value: torch.Tensor | float, what: str = "the loss") -> None:
+        """Stop a diverging run in one line (exit status 1) if `value` holds NaN or infinity: the loss, checked
+        before the optimizer step so that the weights never hold NaN, or what the network acts on (its
+        logits), where a divergence can show first. The last checkpoint stays as it was. (On a GPU it waits
+        for `value`.)"""
+        if isinstance(value, torch.Tensor) and value.numel() != 1:
+            if bool(torch.isfinite(value.detach()).all()):
+                return
+            shown = "hold NaN or infinity"
+        else:
+            value = float(value.detach()) if isinstance(value, torch.Tensor) else float(value)
+            if math.isfinite(value):
+                return
+            shown = f"is {value}"
+        self.stop.loop_done = True
+        if self.progress is not None:
+            self.progress.close()
+        where = (f"the last checkpoint ({os.path.join(self.run_dir, 'checkpoint.pt')}, agent step "
+                 f"{self.saved_step}) is unchanged" if self.saved_step is not None else "no checkpoint was saved")
+        print(f"error: {what} {shown} at agent step {step}: training stopped, {where}; "
+              f"try a lower --learning-rate or another --seed", file=sys.stderr)
+        with contextlib.suppress(OSError):
             if self.writer is not None:
                 self.writer.close()
-            sys.exit(1)
+        sys.exit(1)
 
     def _decide_stop(self, step: int) -> bool:
         """Whether the run stops after agent step `step`: asked once per step, so that should_stop and
@@ -745,15 +932,17 @@ class Run:
             self.check_finite(step, torch.tensor(float("nan")))
         states = [None] * self.proc.world_size
         if self.proc.world_size > 1:
-            dist.all_gather_object(states, rng_states())
+            dist.all_gather_object(states, rng_states(self.proc.device))
         else:
-            states = [rng_states()]
+            states = [rng_states(self.proc.device)]
         self.saved_step = step
         if self.proc.rank != 0:
             return
-        save_atomic(dict(model_file(self.args, self.algo, self.model, self.num_actions),
-                         optimizer=self.optimizer.state_dict(), global_step=step, rng=states,
-                         run_name=self.run_name, **extra),
+        # Every tensor on the CPU (the optimizer's state and `extra` live on the device): the checkpoint loads
+        # on a machine without the GPU, and load_state_dict puts each tensor back where its parameters are.
+        save_atomic(to_cpu(dict(model_file(self.args, self.algo, self.model, self.num_actions),
+                                optimizer=self.optimizer.state_dict(), global_step=step, rng=states,
+                                run_name=self.run_name, **extra)),
                     os.path.join(self.run_dir, "checkpoint.pt"))
 
     def evaluate_if_due(self, step: int, act: Callable[[np.ndarray], np.ndarray], final: bool = False) -> None:
@@ -795,12 +984,11 @@ class Run:
             raise RuntimeError(f"no checkpoint at agent step {step}, where the run ends: the training loop must "
                                f"call run.save_checkpoint(step, ...) whenever run.checkpoint_due(step) is True")
         if self.stopping and step < self.total_steps:
-            if self.writer is not None:
-                self.writer.close()
+            self.close_events()
             if self.proc.world_size > 1:
                 dist.destroy_process_group()
             saved = (f"checkpoint saved; continue with --resume {self.run_dir}" if self.args.save_model
-                     else "nothing saved (train with --save-model to keep checkpoints)")
+                     else "nothing saved (--no-save-model)")
             if self.proc.rank == 0:  # rank 0 speaks for the job
                 print(f"stopped by {signal.Signals(self.stop.signal).name} at agent step {step}: {saved}",
                       file=sys.stderr)
@@ -811,8 +999,7 @@ class Run:
                 save_atomic(model_file(self.args, self.algo, self.model, self.num_actions), path)
                 print(f"model saved to {path}", file=sys.stderr)
         self.evaluate_if_due(step, act, final=True)
-        if self.writer is not None:
-            self.writer.close()
+        self.close_events()
         if self.proc.world_size > 1:
             dist.destroy_process_group()
 
@@ -844,7 +1031,6 @@ def evaluate(args: RunArgs, act: Callable[[np.ndarray], np.ndarray], episodes: i
                         played[i] += 1
         envs.close()
         if video_path is not None:
-            os.makedirs(os.path.dirname(video_path), exist_ok=True)
             env = replay_env(args.env_id, seed, args.repeat_action_probability)
             play(env, act, 1, video_path, verbose=False)
             env.close()
@@ -855,15 +1041,24 @@ def play(env, act: Callable[[np.ndarray], np.ndarray], games: int, video_path: s
          verbose: bool = True) -> list[float]:
     """Play whole games in `env` (from `replay_env`) and return their raw scores; with `video_path`, write them
     to an mp4: the colour screen doubled beside the agent's 84x84 input at the same height, one video
-    frame per agent step (real game speed), the game and its score in the corner."""
+    frame per agent step (real game speed), the game and its score in the corner. The video is written beside
+    its path and renamed over it at the end, so a video that cannot be finished leaves the one before."""
     import cv2
 
     writer = None
     if video_path is not None:
         scale = 2
         height = 210 * scale
-        writer = cv2.VideoWriter(video_path, cv2.VideoWriter_fourcc(*"mp4v"), 60 / wrappers.FRAME_SKIP,
+        try:
+            os.makedirs(os.path.dirname(video_path) or ".", exist_ok=True)
+        except OSError as e:
+            fail(f"cannot make the video folder of '{video_path}' ({e.strerror or e}); play with --no-video")
+        partial = video_path[: -len(".mp4")] + ".tmp.mp4"  # OpenCV picks the container by the extension
+        writer = cv2.VideoWriter(partial, cv2.VideoWriter_fourcc(*"mp4v"), 60 / wrappers.FRAME_SKIP,
                                  (160 * scale + height, height))
+        if not writer.isOpened():  # OpenCV says no more than this: a full disk or an unwritable folder
+            fail(f"cannot write the video '{video_path}' (a full disk, or a folder this user cannot write); "
+                 f"free some space, or play with --no-video")
 
     def write_frame(obs: np.ndarray, game: int, score: float) -> None:
         screen = cv2.resize(env.render(), (160 * scale, height), interpolation=cv2.INTER_NEAREST)
@@ -890,6 +1085,13 @@ def play(env, act: Callable[[np.ndarray], np.ndarray], games: int, video_path: s
     env.close()
     if writer is not None:
         writer.release()
+        full = os.statvfs(os.path.dirname(partial) or ".").f_bavail == 0
+        if full or not os.path.isfile(partial) or not os.path.getsize(partial):  # OpenCV fails silently
+            with contextlib.suppress(OSError):
+                os.remove(partial)
+            fail(f"cannot write the video '{video_path}' (the disk is full?); free some space, or play with "
+                 f"--no-video")
+        os.replace(partial, video_path)
     return scores
 
 
@@ -941,7 +1143,6 @@ def replay(args: RunArgs, proc: Process, algo: str, network: Callable[[int], tor
         act = make_act(net)
     video_path = None
     if args.video:
-        os.makedirs("videos", exist_ok=True)
         video_path = os.path.join("videos", name + ".mp4")
     scores = play(env, act, args.run_episodes, video_path)
     env.close()

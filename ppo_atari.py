@@ -80,8 +80,7 @@ class Args(harness.RunArgs):
     """stop an update's epochs early once the approximate KL exceeds this (None: never)"""
 
     num_envs: int = 8
-    """parallel game environments per process (Huang et al. 2022; under torchrun the job has num_envs x
-    processes)"""
+    """parallel game environments per process (Huang et al. 2022; under torchrun the job has num_envs x processes)"""
 
 
 def layer_init(layer: nn.Module, std: float = math.sqrt(2), bias_const: float = 0.0) -> nn.Module:
@@ -257,6 +256,7 @@ def main() -> None:
     if num_iterations < 1:
         harness.fail(f"--total-timesteps {args.total_timesteps} is less than one rollout of the job ({steps_per_iteration})")
 
+    harness.check_rollout_memory(args.num_envs, args.num_steps, device)
     envs = wrappers.make_vector_env(args.env_id, args.num_envs, backend=args.env_backend, num_threads=proc.env_threads,
                                     repeat_action_probability=args.repeat_action_probability)
     num_actions = int(envs.single_action_space.n)
@@ -307,6 +307,7 @@ def main() -> None:
                 with run.timer("inference"):
                     obs[step] = next_obs
                     logits, values[step] = agent(obs[step])
+                    run.check_finite(global_step, logits, "the policy's logits")  # a divergence shows here first
                     policy = Categorical(logits=logits, validate_args=False)
                     actions[step] = policy.sample()
                     log_probs[step] = policy.log_prob(actions[step])

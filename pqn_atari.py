@@ -222,6 +222,7 @@ def main() -> None:
                      f"({steps_per_iteration})")
     exploration_steps = int(args.exploration_fraction * args.total_timesteps)
 
+    harness.check_rollout_memory(args.num_envs, args.num_steps, device)
     envs = wrappers.make_vector_env(args.env_id, args.num_envs, backend=args.env_backend, num_threads=proc.env_threads,
                                     repeat_action_probability=args.repeat_action_probability)
     num_actions = int(envs.single_action_space.n)
@@ -268,6 +269,7 @@ def main() -> None:
                 with run.timer("inference"):
                     obs[step] = next_obs
                     q_values = q_network(obs[step])
+                    run.check_finite(global_step, q_values, "the Q-values")  # a divergence may show here first
                     max_q[step] = q_values.max(dim=1).values
                     actions[step] = epsilon_greedy(q_values, epsilon)
                     action_np = actions[step].cpu().numpy()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pathlib
 import shutil
@@ -10,6 +11,38 @@ import sys
 import time
 
 import pytest
+
+# The suite runs on the CPU whatever GPU the machine has, since its properties are the CPU's (the same seed
+# gives the same losses on the CPU only): CUDA is hidden from this process and, through os.environ, from every
+# script it starts. CUDA reads the variable once, when it starts, so this comes before any test imports torch.
+# A test that needs the GPU takes the `cuda` fixture and runs its GPU part in a script of its own.
+VISIBLE_GPUS = os.environ.get("CUDA_VISIBLE_DEVICES")  # as the suite was started, for the `cuda` fixture
+os.environ["CUDA_VISIBLE_DEVICES"] = ""
+
+
+@dataclasses.dataclass
+class Cuda:
+    env: dict[str, str]  # os.environ with the GPUs visible again: for subprocess.run(..., env=cuda.env)
+    gpus: int  # how many GPUs a script started with `env` sees
+
+
+@pytest.fixture(scope="session")
+def cuda() -> Cuda:
+    """The environment of a script that may use the GPUs, and how many it sees; the test is skipped, with
+    the reason, where torch sees none (a CPU build of torch, or no GPU)."""
+    import torch
+
+    if torch.version.cuda is None and torch.version.hip is None:
+        pytest.skip(f"needs a CUDA GPU: torch {torch.__version__} is a CPU build")
+    env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}
+    if VISIBLE_GPUS is not None:
+        env["CUDA_VISIBLE_DEVICES"] = VISIBLE_GPUS
+    seen = subprocess.run([sys.executable, "-c", "import torch; print(torch.cuda.device_count())"], env=env,
+                          capture_output=True, text=True)
+    gpus = int(seen.stdout.strip()) if seen.returncode == 0 else 0
+    if gpus == 0:
+        pytest.skip("needs a CUDA GPU: torch sees none on this machine")
+    return Cuda(env, gpus)
 
 
 class SmallFilesystem(type(pathlib.Path())):

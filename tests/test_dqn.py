@@ -347,7 +347,7 @@ def test_same_seed_same_weights(tmp_path):
         (["--env-id", "NoSuchGame-v4"], "unknown Atari game"),
         (["--num-envs", "0"], "--num-envs"),
         (["--buffer-size", "4"], "--buffer-size"),
-        (["--save-replay"], "--save-model"),
+        (["--save-replay", "--no-save-model"], "drop --no-save-model"),
         (["--checkpoint-every", "0"], "--checkpoint-every"),
         (["--end-e", "2"], "--end-e must be in [0, 1]"),
         (["--learning-rate", "nan"], "--learning-rate must be a finite number above 0, got nan"),

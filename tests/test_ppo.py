@@ -214,7 +214,8 @@ def test_torchrun_two_processes(tmp_path):
     assert checkpoint["global_step"] == 128 and len(checkpoint["rng"]) == 2
     written = sorted(p.name for p in run_dir.iterdir())
     assert len([name for name in written if name.startswith("events.out.tfevents")]) == 1  # rank 0 alone
-    assert written == sorted(["checkpoint.pt", "ppo_atari.model"] + [n for n in written if n.startswith("events")])
+    events = [n for n in written if n.startswith("events")]
+    assert written == sorted([".lock", "checkpoint.pt", "ppo_atari.model", *events])
     assert result.stderr.count("model saved") == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 

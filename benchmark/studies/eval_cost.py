@@ -71,7 +71,9 @@ def main() -> None:
         net.eval()
         proc = harness.Process(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"),
                                torch_threads=torch.get_num_threads(), inference_threads=torch.get_num_threads(),
-                               env_threads=0, seed=1, autocast=torch.autocast("cpu", torch.bfloat16, enabled=args.bf16))
+                               env_threads=0, seed=1,
+                               autocast=torch.autocast("cpu", torch.bfloat16,
+                                                       enabled=harness.native_bf16("cpu") if args.bf16 is None else args.bf16))
         trained = (module.evaluation_act(net, args.eval_epsilon, proc) if hasattr(module, "evaluation_act")
                    else harness.sampling_act(net, proc))
         acts = {"trained": trained, "random": harness.random_act(saved["num_actions"])}
