@@ -34,7 +34,7 @@ Deliberate differences from CleanRL's file:
 
 Usage:
     python dqn_atari.py                                   # Breakout, 10M agent steps, CleanRL's settings
-    python dqn_atari.py --env-id PongNoFrameskip-v4 --preset nature --save-model
+    python dqn_atari.py --env-id PongNoFrameskip-v4 --preset nature
     python dqn_atari.py --resume runs/<run_name>          # continue from runs/<run_name>/checkpoint.pt
     python dqn_atari.py --run runs/<run_name>/dqn_atari.model --run-episodes 10
 """
@@ -108,7 +108,7 @@ class Args(harness.RunArgs):
     lazy_greedy: bool = True
     """compute Q-values only when some env acts greedily this step (the same results, only faster; a speed flag)"""
     save_replay: bool = False
-    """with --save-model: also save the replay memory (replay.npz, 7.1 GB at 1M) so that --resume need not refill it"""
+    """also save the replay memory (replay.npz, 7.1 GB at 1M) so that --resume need not refill it"""
     eval_epsilon: float = 0.05
     """epsilon of evaluation and --run (Mnih et al. 2015): a greedy agent can loop forever (Breakout, waiting to serve)"""
 
@@ -200,8 +200,8 @@ def td_loss(q_taken: torch.Tensor, targets: torch.Tensor, kind: str) -> torch.Te
 
 
 def linear_schedule(start: float, end: float, duration: int, t: int) -> float:
-    """`start` at t = 0, linearly to `end` at t = duration, then `end`: one signature in every script (PPO's
-    and A2C's learning rate over updates, DQN's epsilon over agent steps)."""
+    """`start` at t = 0, linearly to `end` at t = duration, then `end`: one signature in every script, for a
+    learning rate over updates and an exploration epsilon over agent steps."""
     frac = min(t / duration, 1.0) if duration > 0 else 1.0
     return start * (1.0 - frac) + end * frac
 
@@ -405,7 +405,7 @@ def main() -> None:
     # ~0.4 ms (~4%) faster. Copies into it (load_state_dict) round the online weights.
     target_network = QNetwork(num_actions, channels_last=args.channels_last).to(
         device, dtype=torch.bfloat16 if proc.bf16 else None)
-    if args.compile:  # see --help: slower for DQN here, kept for machines where it pays
+    if args.compile:  # docs/speed.md: slower for DQN on 2 cores, kept for machines where it pays
         q_network.compile()
         target_network.compile()
     if hp.optimizer == "adam":

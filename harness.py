@@ -2,7 +2,7 @@
 
 `wrappers.py` is the game; this module is everything else a training script needs that is not its
 algorithm, written once so that `ppo_atari.py`, `dqn_atari.py` and `a2c_atari.py` (and any copy a
-researcher makes of one) read as their algorithm. It is a library the script calls, never a framework
+researcher makes of one) read as their algorithm, as `pqn_atari.py` does. It is a library the script calls, never a framework
 that calls the script: `main()` keeps its own loop and says every step of it.
 
     args, checkpoint = harness.parse(Args, algo="ppo")  # flags, --resume's saved settings, range checks
@@ -17,7 +17,7 @@ that calls the script: `main()` keeps its own loop and says every step of it.
 
 What lives here, and the contracts it keeps:
   - `RunArgs`: the settings that mean the same in every script, declared once. A script's `Args`
-    extends it with the algorithm's fields and may override a default (PPO 8 envs, DQN 1, A2C 16).
+    extends it with the algorithm's fields and may override a default (PPO and PQN 8 envs, DQN 1, A2C 16).
   - Model files and checkpoints: dicts of plain types and tensors (format 1) that load with
     `torch.load(..., weights_only=True)`, so a model file can never run code; written atomically.
   - Episode boundaries and scores come from `wrappers.py`; the TensorBoard tags are the same everywhere:
@@ -60,7 +60,7 @@ def bf16_default(device_type: str, cuda_capability: tuple[int, int] | None, cpu_
 
     A CUDA GPU has them from compute capability 8.0 (Ampere; torch.cuda.is_bf16_supported(including_emulation=
     False) asks the same); an older one only emulates bf16, as does a CPU without AVX512-BF16 or AMX, and
-    emulated bf16 is slower (a DQN step 7x on an Intel Xeon, benchmark/results/dqn_speed.txt). Only the device
+    emulated bf16 is slower (a DQN update 283 against 146 ms in fp32 on one CPU, benchmark/results/dqn_speed.txt). Only the device
     in use counts: with --no-cuda the CPU answers, whatever GPU the machine has.
     """
     if device_type == "cuda":
@@ -97,8 +97,7 @@ class RunArgs:
     torch_deterministic: bool = True
     """if toggled, `torch.backends.cudnn.deterministic=True`"""
     cuda: bool = True
-    """use a CUDA GPU when there is one (under torchrun local rank r takes GPU r, or r mod the GPUs when they
-    are fewer: see setup_process); --no-cuda: the CPU"""
+    """use a CUDA GPU when there is one (under torchrun local rank r on GPU r mod the GPUs); --no-cuda: the CPU"""
     run_name: str | None = None
     """directory name under --runs-dir (None: `{env_id}__{exp_name}__{seed}__{unix time}`)"""
     runs_dir: str = "runs"
@@ -126,11 +125,11 @@ class RunArgs:
     channels_last: bool = True
     """NHWC memory format for the convolutions and the rollout's frames: oneDNN's fast path on CPU"""
     bf16: tyro.conf.DisallowNone[bool | None] = None
-    """bf16 autocast for the network. None: on where the device in use computes bf16 natively (bf16_default):
-    CUDA GPU of compute capability 8.0 or later (A100, RTX 30xx, H100) -> on; older CUDA GPU (V100, T4: bf16
-    emulated) -> off; CPU with AVX512-BF16 or AMX -> on; other CPU -> off. It changes the numerics: the same
-    seed gives other losses with and without it. DQN acts in fp32 either way (on its batch of one observation
-    bf16 is slower); PPO and A2C act and learn in bf16"""
+    """bf16 autocast for the network (other numerics: the same seed gives other losses); None: by the device in use:
+    CUDA GPU of compute capability 8.0 or later (A100, RTX 30xx, H100) -> on;
+    older CUDA GPU (V100, T4: bf16 emulated) -> off;
+    CPU with AVX512-BF16 or AMX -> on; other CPU -> off.
+    DQN acts in fp32 either way; PPO, A2C and PQN act and learn in bf16"""
     fused_adam: bool = True
     """torch's fused Adam kernel where the optimizer is Adam: the same update in one pass; may differ in the last bits"""
     compile: bool = False
@@ -394,7 +393,7 @@ class Process:
 def cuda_placement(local_rank: int, local_world_size: int, device_count: int) -> tuple[int, str]:
     """The GPU index of a local rank and the job's collective backend: each rank its own GPU while there are
     enough ("nccl"); with more ranks than GPUs the ranks share them round-robin, rank r on GPU r mod the
-    GPUs, and talk over "gloo", since NCCL refuses two ranks on one GPU (as CleanRL's multi-GPU script)."""
+    GPUs, and talk over "gloo", since NCCL refuses two ranks on one GPU (gloo is also the fallback of CleanRL's multi-GPU script)."""
     return local_rank % device_count, "nccl" if local_world_size <= device_count else "gloo"
 
 
@@ -813,7 +812,8 @@ class Run:
                 # was logged before the checkpoint was written, so it is kept.
                 self.writer = SummaryWriter(self.run_dir, purge_step=self.start_step + 1 if checkpoint else None)
             except OSError as e:
-                fail(f"cannot write the run directory '{self.run_dir}' ({e.strerror or e}): choose another --runs-dir")
+                fail(f"cannot write the run directory '{self.run_dir}' ({e.strerror or e})"
+                     + ("" if checkpoint is not None else ": choose another --runs-dir"))
             table = dict(dataclasses.asdict(args), bf16=proc.bf16, exp_name=self.exp_name, run_dir=self.run_dir,
                          world_size=proc.world_size, device=str(proc.device), torch_threads=proc.torch_threads,
                          inference_threads=proc.inference_threads, env_threads=proc.env_threads,
@@ -929,7 +929,7 @@ class Run:
         (what else the algorithm needs to continue). Parameters that are no longer finite are never saved."""
         self.next_checkpoint = self._next(step, self.args.checkpoint_every)
         if not all(torch.isfinite(p).all() for p in self.model.parameters()):  # the same on every rank
-            self.check_finite(step, torch.tensor(float("nan")))
+            self.check_finite(step, torch.tensor(float("nan")), "the network's parameters")
         states = [None] * self.proc.world_size
         if self.proc.world_size > 1:
             dist.all_gather_object(states, rng_states(self.proc.device))
@@ -980,9 +980,10 @@ class Run:
                                if seconds or phase != "eval")
             print(f"{step - self.start_step} agent steps at {(step - self.start_step) / elapsed:.0f} steps/s "
                   f"({phases}{', ' + note if note else ''})", file=sys.stderr)
-        if self.args.save_model and self.saved_step != step and (self.stopping or step >= self.total_steps):
-            raise RuntimeError(f"no checkpoint at agent step {step}, where the run ends: the training loop must "
-                               f"call run.save_checkpoint(step, ...) whenever run.checkpoint_due(step) is True")
+        missing = (f"no checkpoint at agent step {step}, where the run ends: the training loop must call "
+                   f"run.save_checkpoint(step, ...) whenever run.checkpoint_due(step) is True")
+        if self.args.save_model and self.saved_step != step and self.stopping and step < self.total_steps:
+            raise RuntimeError(missing)
         if self.stopping and step < self.total_steps:
             self.close_events()
             if self.proc.world_size > 1:
@@ -998,6 +999,8 @@ class Run:
                 path = os.path.join(self.run_dir, f"{self.exp_name}.model")
                 save_atomic(model_file(self.args, self.algo, self.model, self.num_actions), path)
                 print(f"model saved to {path}", file=sys.stderr)
+            if self.saved_step != step:  # the model is kept; the loop that forgot the checkpoint is the bug
+                raise RuntimeError(missing)
         self.evaluate_if_due(step, act, final=True)
         self.close_events()
         if self.proc.world_size > 1:
@@ -1032,13 +1035,13 @@ def evaluate(args: RunArgs, act: Callable[[np.ndarray], np.ndarray], episodes: i
         envs.close()
         if video_path is not None:
             env = replay_env(args.env_id, seed, args.repeat_action_probability)
-            play(env, act, 1, video_path, verbose=False)
+            play(env, act, 1, video_path, verbose=False, no_video="--no-eval-video")
             env.close()
     return scores
 
 
 def play(env, act: Callable[[np.ndarray], np.ndarray], games: int, video_path: str | None,
-         verbose: bool = True) -> list[float]:
+         verbose: bool = True, no_video: str = "--no-video") -> list[float]:
     """Play whole games in `env` (from `replay_env`) and return their raw scores; with `video_path`, write them
     to an mp4: the colour screen doubled beside the agent's 84x84 input at the same height, one video
     frame per agent step (real game speed), the game and its score in the corner. The video is written beside
@@ -1052,13 +1055,13 @@ def play(env, act: Callable[[np.ndarray], np.ndarray], games: int, video_path: s
         try:
             os.makedirs(os.path.dirname(video_path) or ".", exist_ok=True)
         except OSError as e:
-            fail(f"cannot make the video folder of '{video_path}' ({e.strerror or e}); play with --no-video")
+            fail(f"cannot make the video folder of '{video_path}' ({e.strerror or e}); play with {no_video}")
         partial = video_path[: -len(".mp4")] + ".tmp.mp4"  # OpenCV picks the container by the extension
         writer = cv2.VideoWriter(partial, cv2.VideoWriter_fourcc(*"mp4v"), 60 / wrappers.FRAME_SKIP,
                                  (160 * scale + height, height))
         if not writer.isOpened():  # OpenCV says no more than this: a full disk or an unwritable folder
             fail(f"cannot write the video '{video_path}' (a full disk, or a folder this user cannot write); "
-                 f"free some space, or play with --no-video")
+                 f"free some space, or play with {no_video}")
 
     def write_frame(obs: np.ndarray, game: int, score: float) -> None:
         screen = cv2.resize(env.render(), (160 * scale, height), interpolation=cv2.INTER_NEAREST)
@@ -1090,7 +1093,7 @@ def play(env, act: Callable[[np.ndarray], np.ndarray], games: int, video_path: s
             with contextlib.suppress(OSError):
                 os.remove(partial)
             fail(f"cannot write the video '{video_path}' (the disk is full?); free some space, or play with "
-                 f"--no-video")
+                 f"{no_video}")
         os.replace(partial, video_path)
     return scores
 

@@ -24,7 +24,7 @@ Deliberate differences from CleanRL's file:
 
 Usage:
     python ppo_atari.py                                   # Breakout, 10M agent steps
-    python ppo_atari.py --env-id PongNoFrameskip-v4 --save-model
+    python ppo_atari.py --env-id PongNoFrameskip-v4
     python ppo_atari.py --resume runs/<run_name>          # continue from runs/<run_name>/checkpoint.pt
     python ppo_atari.py --run runs/<run_name>/ppo_atari.model --run-episodes 10
     torchrun --standalone --nproc_per_node 2 ppo_atari.py # data-parallel, 2 processes
@@ -223,8 +223,8 @@ def ppo_loss(
 
 
 def linear_schedule(start: float, end: float, duration: int, t: int) -> float:
-    """`start` at t = 0, linearly to `end` at t = duration, then `end`: one signature in every script (PPO's
-    and A2C's learning rate over updates, DQN's epsilon over agent steps)."""
+    """`start` at t = 0, linearly to `end` at t = duration, then `end`: one signature in every script, for a
+    learning rate over updates and an exploration epsilon over agent steps."""
     frac = min(t / duration, 1.0) if duration > 0 else 1.0
     return start * (1.0 - frac) + end * frac
 
@@ -261,7 +261,7 @@ def main() -> None:
                                     repeat_action_probability=args.repeat_action_probability)
     num_actions = int(envs.single_action_space.n)
     agent = Agent(num_actions, channels_last=args.channels_last).to(device)
-    if args.compile:  # see --help: faster here after a start-up compile, other numerics
+    if args.compile:  # docs/speed.md: a start-up compile, other numerics
         agent.compile()
     optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=args.adam_eps,
                                  fused=args.fused_adam or None)
@@ -270,7 +270,10 @@ def main() -> None:
                       num_actions, settings=dict(batch_size=batch_size, minibatch_size=minibatch_size,
                                                  num_iterations=num_iterations))
     global_step = run.start_step
-    start_iteration = checkpoint["iteration"] + 1 if checkpoint is not None else 1
+    if global_step % steps_per_iteration:
+        harness.fail(f"the checkpoint's agent step {global_step} is not a whole number of this job's rollouts of "
+                     f"{steps_per_iteration}: resume with the --num-envs and processes it was trained with")
+    start_iteration = global_step // steps_per_iteration + 1  # the updates done, whatever the job's shape was
     act = harness.sampling_act(agent, proc)
 
     # Rollout buffers, preallocated; slot t holds step t of every env. The network's inputs and outputs live
@@ -307,7 +310,8 @@ def main() -> None:
                 with run.timer("inference"):
                     obs[step] = next_obs
                     logits, values[step] = agent(obs[step])
-                    run.check_finite(global_step, logits, "the policy's logits")  # a divergence shows here first
+                    # a divergence shows here first, after the update that blew the weights up
+                    run.check_finite(global_step + step * args.num_envs * proc.world_size, logits, "the policy's logits")
                     policy = Categorical(logits=logits, validate_args=False)
                     actions[step] = policy.sample()
                     log_probs[step] = policy.log_prob(actions[step])

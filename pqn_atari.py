@@ -175,8 +175,8 @@ def epsilon_greedy(q_values: torch.Tensor, epsilon: float) -> torch.Tensor:
 
 
 def linear_schedule(start: float, end: float, duration: int, t: int) -> float:
-    """`start` at t = 0, linearly to `end` at t = duration, then `end`: one signature in every script (PPO's
-    and A2C's learning rate over updates, DQN's epsilon over agent steps)."""
+    """`start` at t = 0, linearly to `end` at t = duration, then `end`: one signature in every script, for a
+    learning rate over updates and an exploration epsilon over agent steps."""
     frac = min(t / duration, 1.0) if duration > 0 else 1.0
     return start * (1.0 - frac) + end * frac
 
@@ -227,7 +227,7 @@ def main() -> None:
                                     repeat_action_probability=args.repeat_action_probability)
     num_actions = int(envs.single_action_space.n)
     q_network = QNetwork(num_actions, channels_last=args.channels_last).to(device)
-    if args.compile:  # see --help: other numerics
+    if args.compile:  # docs/speed.md: a start-up compile, other numerics
         q_network.compile()
     optimizer = torch.optim.RAdam(q_network.parameters(), lr=args.learning_rate)
     harness.start_from(checkpoint, q_network, optimizer, args, proc)
@@ -235,7 +235,10 @@ def main() -> None:
                       num_actions, settings=dict(batch_size=batch_size, minibatch_size=minibatch_size,
                                                  num_iterations=num_iterations, exploration_steps=exploration_steps))
     global_step = run.start_step
-    start_iteration = checkpoint["iteration"] + 1 if checkpoint is not None else 1
+    if global_step % steps_per_iteration:
+        harness.fail(f"the checkpoint's agent step {global_step} is not a whole number of this job's rollouts of "
+                     f"{steps_per_iteration}: resume with the --num-envs and processes it was trained with")
+    start_iteration = global_step // steps_per_iteration + 1  # the updates done, whatever the job's shape was
     act = evaluation_act(q_network, args.eval_epsilon, proc)
 
     # Rollout buffers, preallocated; slot t holds step t of every env, as in ppo_atari.py.
@@ -269,7 +272,8 @@ def main() -> None:
                 with run.timer("inference"):
                     obs[step] = next_obs
                     q_values = q_network(obs[step])
-                    run.check_finite(global_step, q_values, "the Q-values")  # a divergence may show here first
+                    # a divergence shows here first, after the update that blew the weights up
+                    run.check_finite(global_step + step * args.num_envs * proc.world_size, q_values, "the Q-values")
                     max_q[step] = q_values.max(dim=1).values
                     actions[step] = epsilon_greedy(q_values, epsilon)
                     action_np = actions[step].cpu().numpy()

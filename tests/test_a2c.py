@@ -286,6 +286,7 @@ def test_bad_input_ends_with_one_line(tmp_path, monkeypatch, capsys, argv, messa
     assert message in line
 
 
+@pytest.mark.slow
 def test_bad_input_in_a_real_process_prints_no_traceback(tmp_path):
     result = run_script(*TINY, "--gamma", "2", cwd=tmp_path, check=False)
     assert result.returncode == 2 and "Traceback" not in result.stderr

@@ -284,6 +284,7 @@ print(json.dumps(dict(device=str(proc.device), bf16=proc.bf16, capability=capabi
 """
 
 
+@pytest.mark.slow
 def test_checkpoints_and_model_files_hold_only_cpu_tensors(on_device, tmp_path):
     """Read here, where CUDA is hidden as on a machine without a GPU, by a plain torch.load."""
     device, env = on_device

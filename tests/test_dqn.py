@@ -371,6 +371,7 @@ def test_bad_input_ends_with_one_line(tmp_path, monkeypatch, capsys, argv, messa
     assert message in line
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("argv", [["--env-id", "NoSuchGame-v4"], ["--run", "corrupt.model"]])
 def test_bad_input_in_a_real_process_prints_no_traceback(tmp_path, argv):
     (tmp_path / "corrupt.model").write_bytes(b"not a model")
