@@ -1036,13 +1036,12 @@ def evaluate(args: RunArgs, act: Callable[[np.ndarray], np.ndarray], episodes: i
         if video_path is not None:
             env = replay_env(args.env_id, seed, args.repeat_action_probability)
             play(env, act, 1, video_path, verbose=False, no_video="--no-eval-video")
-            env.close()
     return scores
 
 
 def play(env, act: Callable[[np.ndarray], np.ndarray], games: int, video_path: str | None,
          verbose: bool = True, no_video: str = "--no-video") -> list[float]:
-    """Play whole games in `env` (from `replay_env`) and return their raw scores; with `video_path`, write them
+    """Play whole games in `env` (from `replay_env`), close it, and return their raw scores; with `video_path`, write them
     to an mp4: the colour screen doubled beside the agent's 84x84 input at the same height, one video
     frame per agent step (real game speed), the game and its score in the corner. The video is written beside
     its path and renamed over it at the end, so a video that cannot be finished leaves the one before."""
@@ -1148,7 +1147,6 @@ def replay(args: RunArgs, proc: Process, algo: str, network: Callable[[int], tor
     if args.video:
         video_path = os.path.join("videos", name + ".mp4")
     scores = play(env, act, args.run_episodes, video_path)
-    env.close()
     print(f"mean {np.mean(scores):.2f} +- {np.std(scores):.2f} (std) over {len(scores)} games of {env_id}")
     if video_path is not None:
         print(f"video: {video_path}")
