@@ -7,14 +7,16 @@ epsilon-greedily; the target network is a periodic copy of the online one. `--do
 target of van Hasselt et al. 2016 (arXiv 1509.06461): the online network picks a', the target network
 values it.
 
-Two sets of defaults, chosen with `--preset` and printed in full in the logged settings:
-  cleanrl  CleanRL's `dqn_atari.py` (Adam 1e-4, MSE loss, target copied every 1,000 agent steps, epsilon
-           1 -> 0.01 over the first 10% of the run, learning from 80,000 agent steps). Its published
-           scores (mean of the last 100 training games at 10M agent steps) are the ones to compare with.
-  nature   Mnih et al. 2015 as Dopamine's `dqn_nature.gin` reads it (centered RMSProp 2.5e-4, Huber
-           loss, target every 10,000 agent steps, epsilon 1 -> 0.1 over 1M agent steps, learning from
-           50,000 agent steps). Add `--repeat-action-probability 0.25` for Dopamine's sticky actions.
-Any preset value can be overridden by its own flag.
+Two sets of defaults, chosen with `--preset` (a flag typed wins over either) and printed in full in the
+logged settings:
+  cleanrl  The flags' own defaults: CleanRL's `dqn_atari.py` (Adam 1e-4, MSE loss, target copied every 1,000
+           agent steps, epsilon 1 -> 0.01 over the first 10% of the run, learning from 80,000 agent steps).
+           Its published scores (mean of the last 100 training games at 10M agent steps) are the ones to
+           compare with.
+  nature   Mnih et al. 2015 as Dopamine's `dqn_nature.gin` reads it; sets these seven flags and no other:
+           centered RMSProp 2.5e-4, Huber loss, target every 10,000 agent steps, epsilon 1 -> 0.1 over 1M
+           agent steps, learning from 50,000 agent steps. Add `--repeat-action-probability 0.25` for
+           Dopamine's sticky actions.
 
 Deliberate differences from CleanRL's file:
   - The replay memory stores each 84x84 frame once (as Dopamine does) and rebuilds the 4-frame stacks
@@ -45,50 +47,50 @@ import dataclasses
 import os
 import sys
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+import tyro
 
 import harness
 import wrappers
-
-
-# The values that differ between the two presets. Every one of them is also a flag of `Args` whose default
-# None means "the preset's value"; `resolve_hyperparameters` makes the choice, and the settings log it.
-PRESETS = {
-    # CleanRL dqn_atari.py (Huang et al. 2022, JMLR 23(274)): its exploration covers 10% of the run.
-    "cleanrl": dict(optimizer="adam", learning_rate=1e-4, loss="mse", target_network_frequency=1_000,
-                    end_e=0.01, exploration_steps=None, learning_starts=80_000),
-    # Mnih et al. 2015, Extended Data Table 1, in agent steps as Dopamine's dqn_nature.gin and DeepMind's
-    # released Lua code count them.
-    "nature": dict(optimizer="rmsprop", learning_rate=2.5e-4, loss="huber", target_network_frequency=10_000,
-                   end_e=0.1, exploration_steps=1_000_000, learning_starts=50_000),
-}
 
 
 @dataclass
 class Args(harness.RunArgs):
     """DQN's settings; the run's (game, steps, envs, files, evaluation, speed) are in harness.RunArgs."""
 
+    # What --preset sets, unless the flag is typed (harness.apply_preset). `cleanrl` is the published defaults:
+    # CleanRL dqn_atari.py (Huang et al. 2022, JMLR 23(274)).
+    PRESETS: ClassVar[dict[str, dict]] = {
+        "cleanrl": {},
+        # Mnih et al. 2015, Extended Data Table 1, in agent steps as Dopamine's dqn_nature.gin and DeepMind's
+        # released Lua code count them.
+        "nature": dict(optimizer="rmsprop", learning_rate=2.5e-4, loss="huber", target_network_frequency=10_000,
+                       end_e=0.1, exploration_steps=1_000_000, learning_starts=50_000),
+    }
     preset: Literal["cleanrl", "nature"] = "cleanrl"
-    """defaults of the flags that say "None: the preset's": `cleanrl` (CleanRL) or `nature` (Dopamine's dqn_nature.gin)"""
-    optimizer: Literal["adam", "rmsprop"] | None = None
-    """None: the preset's (cleanrl: adam; nature: rmsprop, centered, as DeepMind's and Dopamine's)"""
-    learning_rate: float | None = None
-    """optimizer step size (None: the preset's; cleanrl 1e-4, nature 2.5e-4)"""
-    loss: Literal["mse", "huber"] | None = None
-    """TD loss (None: the preset's; cleanrl mse; nature huber: the error clipped to [-1, 1] in the gradient)"""
-    target_network_frequency: int | None = None
-    """agent steps between copies of the online network to the target (None: the preset's; cleanrl 1,000, nature 10,000)"""
-    end_e: float | None = None
-    """final exploration epsilon (None: the preset's; cleanrl 0.01, nature 0.1)"""
-    exploration_steps: int | None = None
-    """agent steps over which epsilon falls linearly to end_e (None: the preset's; cleanrl 10% of the run, nature 1M)"""
-    learning_starts: int | None = None
-    """agent steps of experience before the first update (None: the preset's; cleanrl 80,000, nature 50,000)"""
+    """`cleanrl`: the defaults below (CleanRL's dqn_atari.py). `nature`, Mnih et al. 2015 as Dopamine's dqn_nature.gin
+    reads it: --optimizer rmsprop --learning-rate 2.5e-4 --loss huber --target-network-frequency 10000 --end-e 0.1
+    --exploration-steps 1000000 --learning-starts 50000; any flag typed wins"""
+    optimizer: Literal["adam", "rmsprop"] = "adam"
+    """adam (CleanRL) or rmsprop, centered, without momentum, as DeepMind's code and Dopamine's (`nature`)"""
+    learning_rate: float = 1e-4
+    """optimizer step size (CleanRL; `nature`: Mnih et al. 2015's)"""
+    loss: Literal["mse", "huber"] = "mse"
+    """TD loss: mse (CleanRL) or huber, the TD error clipped to [-1, 1] in the gradient (Mnih et al. 2015; `nature`)"""
+    target_network_frequency: int = 1_000
+    """agent steps between copies of the online network to the target (CleanRL; `nature`: Mnih et al. 2015's)"""
+    end_e: float = 0.01
+    """final exploration epsilon (CleanRL; `nature`: Mnih et al. 2015's)"""
+    exploration_steps: tyro.conf.DisallowNone[int | None] = None
+    """agent steps over which epsilon falls linearly to end_e (None: 10% of --total-timesteps, as CleanRL's
+    exploration_fraction 0.1; `nature`: Mnih et al. 2015's)"""
+    learning_starts: int = 80_000
+    """agent steps of experience before the first update (CleanRL; `nature`: Mnih et al. 2015's)"""
     start_e: float = 1.0
     """initial exploration epsilon (both presets)"""
     buffer_size: int = 1_000_000
@@ -116,25 +118,22 @@ class Args(harness.RunArgs):
     """parallel game environments; each has its own ring in the replay memory (CleanRL: 1)"""
 
 
-@dataclass(frozen=True)
-class Hyperparameters:
-    """The preset-dependent values this run uses: a flag's when given, else its preset's."""
-
-    optimizer: str
-    learning_rate: float
-    loss: str
-    target_network_frequency: int
-    end_e: float
-    exploration_steps: int
-    learning_starts: int
+def exploration_duration(exploration_steps: int | None, total_timesteps: int) -> int:
+    """Agent steps of the epsilon schedule: --exploration-steps, or where it is None, CleanRL's exploration_fraction
+    0.1 of the whole job (so a resume with a new --total-timesteps stretches it)."""
+    return exploration_steps if exploration_steps is not None else int(0.1 * total_timesteps)
 
 
-def resolve_hyperparameters(args: Args) -> Hyperparameters:
-    values = {name: getattr(args, name) if getattr(args, name) is not None else default
-              for name, default in PRESETS[args.preset].items()}
-    if values["exploration_steps"] is None:  # CleanRL's exploration_fraction 0.1 of the whole run
-        values["exploration_steps"] = int(0.1 * args.total_timesteps)
-    return Hyperparameters(**values)
+def fill_from_preset(args: Args) -> Args:
+    """The settings of a run resumed from a checkpoint written before the presets' values were the flags' own
+    defaults: there a preset's flag that was not typed was saved as None, meaning "the preset's value", and here
+    it takes the value that run used (its preset's, else the default, which is the `cleanrl` preset's). A
+    checkpoint of today's script has no such None (--exploration-steps None cannot be typed) and passes unchanged."""
+    defaults = {f.name: f.default for f in dataclasses.fields(Args)}
+    preset = Args.PRESETS[args.preset]
+    names = set().union(*Args.PRESETS.values())  # the flags a preset sets
+    return dataclasses.replace(args, **{name: preset.get(name, defaults[name]) for name in names
+                                        if getattr(args, name) is None})
 
 
 class QNetwork(nn.Module):
@@ -363,7 +362,7 @@ def evaluation_act(q_network: QNetwork, epsilon: float, proc: harness.Process):
     return lambda obs: epsilon_greedy(q_network, obs, epsilon, q_network.num_actions, proc.device)
 
 
-def check_args(args: Args, hp: Hyperparameters) -> None:
+def check_args(args: Args) -> None:
     """DQN's settings that cannot run end in one line (the shared ones were checked by harness.parse)."""
     harness.check_range(args, positive=("learning_rate",),
                         non_negative=("rmsprop_eps", "exploration_steps", "learning_starts"),
@@ -376,16 +375,17 @@ def check_args(args: Args, hp: Hyperparameters) -> None:
     if args.run is None:
         harness.check_memory(args.buffer_size * bytes_each, f"a replay memory of --buffer-size {args.buffer_size:,}",
                              lambda usable: f"the largest --buffer-size that fits is {usable // bytes_each:,}")
-    if hp.learning_starts < args.batch_size:
-        harness.fail(f"--learning-starts {hp.learning_starts} must be at least --batch-size {args.batch_size}")
+    if args.learning_starts < args.batch_size:
+        harness.fail(f"--learning-starts {args.learning_starts} must be at least --batch-size {args.batch_size}")
     if args.save_replay and not args.save_model:
         harness.fail("--save-replay saves the replay memory with the checkpoints: drop --no-save-model")
 
 
 def main() -> None:
     args, checkpoint = harness.parse(Args, algo="dqn", resumable=("lazy_greedy",))
-    hp = resolve_hyperparameters(args)
-    check_args(args, hp)
+    if checkpoint is not None:  # a checkpoint of an older dqn_atari.py may hold None for a preset's value
+        args = fill_from_preset(args)
+    check_args(args)
     proc = harness.setup_process(args)
     if proc.world_size > 1:
         harness.fail("dqn_atari.py trains in one process: run it without torchrun")
@@ -408,13 +408,13 @@ def main() -> None:
     if args.compile:  # docs/speed.md: slower for DQN on 2 cores, kept for machines where it pays
         q_network.compile()
         target_network.compile()
-    if hp.optimizer == "adam":
-        optimizer = torch.optim.Adam(q_network.parameters(), lr=hp.learning_rate, fused=args.fused_adam or None)
+    if args.optimizer == "adam":
+        optimizer = torch.optim.Adam(q_network.parameters(), lr=args.learning_rate, fused=args.fused_adam or None)
     else:  # centered RMSProp without momentum, as DeepMind's code and Dopamine's dqn_nature.gin
-        optimizer = torch.optim.RMSprop(q_network.parameters(), lr=hp.learning_rate, alpha=args.rmsprop_alpha,
+        optimizer = torch.optim.RMSprop(q_network.parameters(), lr=args.learning_rate, alpha=args.rmsprop_alpha,
                                         eps=args.rmsprop_eps, centered=True)
     memory = ReplayMemory(args.buffer_size, args.num_envs)
-    learning_begins = hp.learning_starts  # the agent step after which updates start
+    learning_begins = args.learning_starts  # the agent step after which updates start
     # The harness restores the online network and the optimizer; the target network and the replay memory
     # are DQN's, restored here (the memory, up to 7 GB, before the run's clock starts).
     harness.start_from(checkpoint, q_network, optimizer, args, proc)
@@ -430,11 +430,12 @@ def main() -> None:
                 print(f"warning: not using the saved replay memory ({e})", file=sys.stderr)
                 saved = None
         if saved is None:  # refill the memory first
-            learning_begins = checkpoint["global_step"] + hp.learning_starts
+            learning_begins = checkpoint["global_step"] + args.learning_starts
+    exploration_steps = exploration_duration(args.exploration_steps, args.total_timesteps)
+    # The logged settings show the agent steps of exploration used, where --exploration-steps is None.
     run = harness.Run(args, proc, "dqn", q_network, optimizer, checkpoint, args.total_timesteps, num_actions,
                       phases=("env", "inference", "replay", "update"),
-                      settings=dict(**{f"used_{k}": v for k, v in dataclasses.asdict(hp).items()},
-                                    replay_slots_per_env=memory.size))
+                      settings=dict(exploration_steps=exploration_steps, replay_slots_per_env=memory.size))
     global_step = run.start_step
     act = evaluation_act(q_network, args.eval_epsilon, proc)
 
@@ -445,7 +446,7 @@ def main() -> None:
     resetting = np.zeros(args.num_envs, dtype=bool)  # this step is a reset step (NEXT_STEP autoreset)
     next_log, num_updates, loss, q_taken = global_step, 0, None, None
     while global_step < args.total_timesteps:
-        epsilon = linear_schedule(args.start_e, hp.end_e, hp.exploration_steps, global_step)
+        epsilon = linear_schedule(args.start_e, args.end_e, exploration_steps, global_step)
         with run.timer("inference"):
             torch.set_num_threads(proc.inference_threads)
             actions = epsilon_greedy(q_network, obs, epsilon, num_actions, device, lazy=args.lazy_greedy)
@@ -471,18 +472,18 @@ def main() -> None:
                     targets = td_target(b_rewards, next_q_target, b_terminated, args.gamma, next_q_online)
                     with proc.autocast:
                         q_taken = q_network(b_obs).gather(1, b_actions.long().unsqueeze(1)).squeeze(1)
-                    loss = td_loss(q_taken, targets, hp.loss)
+                    loss = td_loss(q_taken, targets, args.loss)
                     run.check_finite(global_step, loss)  # before the step: NaN never reaches the weights
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     optimizer.step()
                 num_updates += 1
-            if global_step // hp.target_network_frequency != previous_step // hp.target_network_frequency:
+            if global_step // args.target_network_frequency != previous_step // args.target_network_frequency:
                 target_network.load_state_dict(q_network.state_dict())
 
         if global_step >= next_log or global_step >= args.total_timesteps:
             next_log = global_step + 1_000
-            run.log(global_step, {"charts/epsilon": epsilon, "charts/learning_rate": hp.learning_rate})
+            run.log(global_step, {"charts/epsilon": epsilon, "charts/learning_rate": args.learning_rate})
             if loss is not None:
                 run.log(global_step, {"losses/td_loss": loss, "losses/q_values": q_taken.mean()})
             run.log_speed(global_step, eps=f"{epsilon:.3f}")

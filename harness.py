@@ -240,14 +240,16 @@ def check_writable_directory(path: str, what: str) -> None:
 def parse(args_class: type, algo: str, resumable: tuple[str, ...] = ()) -> tuple[RunArgs, dict | None]:
     """The settings of this run from the command line, and the checkpoint when it resumes.
 
-    With --resume, every setting comes from the checkpoint except those in RESUMABLE_FLAGS (and the
-    script's own `resumable` speed flags) that were typed on this command line. A checkpoint written by an
-    older version of the script may lack newer settings (they take their defaults) or hold settings that
-    no longer exist (they are dropped, with a warning). Then the shared range checks run; the script's own
-    follow in its `check_args`.
+    A new run takes its script's `--preset` (`apply_preset`). With --resume, every setting comes from the
+    checkpoint except those in RESUMABLE_FLAGS (and the script's own `resumable` speed flags) that were
+    typed on this command line. A checkpoint written by an older version of the script may lack newer
+    settings (they take their defaults) or hold settings that no longer exist (they are dropped, with a
+    warning). Then the shared range checks run; the script's own follow in its `check_args`.
     """
     args = tyro.cli(args_class)
     checkpoint = None
+    if args.resume is None:
+        args = apply_preset(args)
     if args.resume is not None and args.run is None:
         checkpoint = load_file(os.path.join(args.resume, "checkpoint.pt"), "checkpoint", algo)
         known = {f.name for f in dataclasses.fields(args_class)}
@@ -271,6 +273,18 @@ def parse(args_class: type, algo: str, resumable: tuple[str, ...] = ()) -> tuple
     if args.run is None and args.resume is None and args.run_name is not None:
         check_new_run_directory(os.path.join(args.runs_dir, args.run_name))
     return args, checkpoint
+
+
+def apply_preset(args: RunArgs) -> RunArgs:
+    """A new run's settings under its `--preset`: each setting the preset names takes the preset's value,
+    unless its flag was typed (a typed flag always wins). A script without presets, or the preset of the
+    published defaults (an empty one), changes nothing. A resumed run keeps its checkpoint's settings, in
+    which the preset was applied when the run began."""
+    presets = getattr(type(args), "PRESETS", None)
+    if not presets:
+        return args
+    values = {name: value for name, value in presets[args.preset].items() if not given_on_command_line(name)}
+    return dataclasses.replace(args, **values)
 
 
 def holds_a_run(run_dir: str) -> bool:

@@ -25,11 +25,16 @@ Two steps, so that the results page can be rebuilt anywhere from files committed
    score_thresholds.csv), the agent steps and the minutes of training until the mean of the last 100
    training games first reached it, from the 100th game on, "-" if never. Minutes are the run's own
    wall-clock: each game's logged time, less the pauses between the processes (segments) of a resumed run.
-3. `--extract-peer SCORES_CSV` summarizes a peer's learning run made here, beside ours: the file of every
-   finished game that `benchmark/sb3_speed.py --scores` writes (agent_step,score,length_frames,seconds),
+3. `--extract-peer PEER_RUN` summarizes a peer's learning run made here, beside ours. Either the file of
+   every finished game that `benchmark/sb3_speed.py --scores` writes (agent_step,score,length_frames,seconds),
    with the record it writes beside it when learning ends (SCORES.json: algorithm, game, seed, agent steps,
-   seconds, the system's name and version). Its summary is named {game}__{algo}__{seed}__{budget}__{peer},
-   and its row, curve and aggregate stand apart from ours, under the system's name.
+   budget, minutes, seconds, the system's name and version); or the run directory of
+   `benchmark/cleanrl_run.py`, CleanRL's own script run unchanged: its events (charts/episodic_return, whole
+   games with raw scores, timed from the events' start) and its record (cleanrl_run.json, the same fields).
+   Both can end learning after `--minutes M` of wall-clock: the budget is then the one the schedules span
+   (e.g. 10M), and the agent steps those played. Its summary is named {game}__{algo}__{seed}__{budget}__{peer}
+   (peer: sb3, cleanrl), and its row, curve (dashed) and aggregate stand apart from ours, under the system's
+   name.
 
 Scores (CleanRL's and Machado et al. 2018's conventions): the final score of a run is the mean raw game
 score of its last 100 training games; the human-normalized score is HNS = (score - random) / (human -
@@ -42,6 +47,7 @@ Usage:
     python benchmark/report.py --extract runs/benchmark/cpu_2M                # every finished run under it
     python benchmark/report.py --extract runs/my_run --command "python ppo_atari.py ..." --doc results/my_run.md
     python benchmark/report.py --extract-peer runs/sb3_a2c/scores.csv --doc results/a2c_vs_sb3.md
+    python benchmark/report.py --extract-peer runs/cleanrl_ppo_pong_60min    # a run of cleanrl_run.py
     python benchmark/report.py                                                # figures and README.md
 """
 
@@ -63,6 +69,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
+from cleanrl_run import RECORD as CLEANRL_RECORD  # noqa: E402  (the record of a CleanRL run made here)
 from plot_run import rolling_mean  # noqa: E402  (one home for the rolling mean of the curves)
 
 SUMMARIES = HERE / "summaries"
@@ -79,7 +86,7 @@ BOOTSTRAP_REPS = 10_000
 BOOTSTRAP_SEED = 0  # a fixed seed: the same summaries give the same interval, digit for digit
 HAND_BEGIN = "<!-- hand-written: begin. benchmark/report.py keeps every line from here to the end marker -->"
 HAND_END = "<!-- hand-written: end -->"
-COLORS = {"ppo": "tab:blue", "dqn": "tab:orange", "a2c": "tab:green"}
+COLORS = {"ppo": "tab:blue", "dqn": "tab:orange", "a2c": "tab:green", "pqn": "tab:red"}
 
 
 class UserError(Exception):
@@ -208,6 +215,7 @@ def run_result(meta: dict, scalars: dict) -> dict:
         name=meta["name"], algorithm=meta["algorithm"], game=meta["game"], seed=meta["seed"],
         system=meta.get("system"),  # None: this repository's scripts; else a peer's run made here
         budget=meta["total_timesteps"], agent_steps=meta["agent_steps"], finished=meta.get("finished", True),
+        minutes=meta.get("minutes"),  # a peer's time limit: it played agent_steps of the budget its schedules span
         final_score=final_score(train[2]), games=len(train[2]), last_eval=last_evaluation(evals[0], evals[2]),
         wall_clock_h=seconds / 3600, steps_per_s=meta["agent_steps"] / seconds if seconds > 0 else None,
     )
@@ -240,6 +248,10 @@ def table_rows(results: list[dict], baselines: list[dict],
         who = f"{system + ', run here' if system else 'this repository'}, seed{'s' if len(runs) > 1 else ''} {seeds}"
         if unfinished:
             who += " **(in progress at " + ", ".join(f"{r['agent_steps']:,}" for r in unfinished) + " steps)**"
+        stopped = [r for r in runs if r.get("minutes") and r["agent_steps"] < r["budget"]]
+        if stopped:
+            who += (" (stopped after " + ", ".join(f"{r['minutes']:g} minutes at {r['agent_steps']:,}" for r in stopped)
+                    + " agent steps)")
         protocol = (f"mean of the last {FINAL_GAMES} training games"
                     + (f", mean ± std over {len(runs)} seeds" if len(runs) > 1 else ", 1 seed")
                     + ", NoFrameskip-v4, no sticky actions" + (f", {system}'s own Atari wrappers" if system else ""))
@@ -456,6 +468,9 @@ def run_metadata(run_dir: Path, games: list[str]) -> dict:
     models = sorted(run_dir.glob("*.model"))
     source = models[0] if models else run_dir / "checkpoint.pt"
     if not source.exists():
+        if (run_dir / CLEANRL_RECORD).exists():
+            raise UserError(f"'{run_dir}' is a run of CleanRL's (benchmark/cleanrl_run.py): summarize it with "
+                            "--extract-peer")
         raise UserError(f"'{run_dir}' has no run.json, model file or checkpoint.pt: cannot tell what it ran")
     try:
         saved = torch.load(source, map_location="cpu", weights_only=True)
@@ -507,34 +522,76 @@ def extract(run_dir: Path, out_dir: Path, games: list[str], commands: list[str],
     return write_summary(out_dir, meta, scalars)
 
 
-def extract_peer(scores_csv: Path, out_dir: Path, games: list[str], commands: list[str], doc: str | None) -> Path:
-    """Summarize a peer's finished learning run (benchmark/sb3_speed.py --scores) into out_dir.
-
-    Each game's agent step, score and its time since the start become the summary's training games; the
-    record beside the scores (written when learning ended) gives what ran. The run is one process."""
+def sb3_peer_run(scores_csv: Path) -> tuple[dict, dict, list[dict]]:
+    """(record, scalars, segments) of a run of benchmark/sb3_speed.py --scores: each game's agent step, score
+    and its time since the start (SB3's Monitor) from the CSV, what ran from the record beside it."""
     record_path = scores_csv.with_suffix(".json")
     if not scores_csv.is_file():
-        raise UserError(f"peer scores '{scores_csv}' do not exist")
+        raise UserError(f"peer run '{scores_csv}' does not exist: give the scores CSV of sb3_speed.py --scores or "
+                        "the run directory of cleanrl_run.py")
     if not record_path.is_file():
         raise UserError(f"'{record_path}' does not exist: the peer run has not finished (sb3_speed.py writes it "
                         "when learning ends)")
     try:
         record = json.loads(record_path.read_text())
-        algorithm, env_id, seed, steps = record["algo"], record["env_id"], int(record["seed"]), int(record["steps"])
-        system, seconds = str(record["system"]), float(record["seconds"])
         with open(scores_csv, newline="") as f:
             games_rows = [(int(r["agent_step"]), float(r["seconds"]), float(r["score"])) for r in csv.DictReader(f)]
+        seconds = float(record["seconds"])
     except (ValueError, KeyError, TypeError) as e:
         raise UserError(f"cannot read the peer run '{scores_csv}' ({type(e).__name__}: {e}): not written by "
                         "sb3_speed.py --scores")
     scalars = {TRAIN: tuple(np.array(c) for c in zip(*games_rows))} if games_rows else {}
-    peer = re.sub(r"[^a-z0-9]+", "", system.split()[0].lower().replace("stable-baselines", "sb"))  # "sb3"
-    meta = dict(algorithm=algorithm, game=game_from_env_id(env_id, games), seed=seed, total_timesteps=steps,
-                env_id=env_id, list=None, system=system, commands=commands, commits=[], finished=True,
-                settings=None)
-    meta = dict(name=f"{summary_name(meta)}__{peer}", **meta, agent_steps=steps, wall_clock_s=round(seconds, 1),
-                segments=[{"first_step": 0, "last_step": steps, "start_time": 0.0, "end_time": seconds}],
-                source=repo_relative(scores_csv))
+    return record, scalars, [{"start_time": 0.0, "end_time": seconds}]
+
+
+def cleanrl_peer_run(run_dir: Path) -> tuple[dict, dict, list[dict]]:
+    """(record, scalars, segments) of a run directory of benchmark/cleanrl_run.py: CleanRL's events
+    (charts/episodic_return: whole games, raw scores; charts/SPS), timed from the events' first record (the
+    writer's creation, where cleanrl_run.py's clock starts) to their last point, and its record."""
+    record_path = run_dir / CLEANRL_RECORD
+    if not record_path.is_file():
+        raise UserError(f"'{run_dir}' has no {CLEANRL_RECORD}: not a finished run of benchmark/cleanrl_run.py "
+                        "(it writes it when CleanRL stops)")
+    files = events_files(run_dir)
+    if not files:
+        raise UserError(f"'{run_dir}' has no TensorBoard events files: CleanRL logged nothing")
+    if len(files) > 1:
+        raise UserError(f"'{run_dir}' holds {len(files)} TensorBoard events files, where a run of cleanrl_run.py "
+                        "leaves one")
+    try:
+        record = json.loads(record_path.read_text())
+    except ValueError as e:
+        raise UserError(f"cannot read '{record_path}' ({e}): not a record of cleanrl_run.py")
+    if record.get("finished") is not True:
+        raise UserError(f"'{record_path}' does not mark the run finished")
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    header = next(iter(EventFileLoader(str(files[0])).Load()), None)  # written when the writer was created
+    if header is None:
+        raise UserError(f"'{files[0]}' is empty: CleanRL logged nothing")
+    scalars, segments = read_run(run_dir)
+    return record, scalars, [{"start_time": header.wall_time, "end_time": segments[-1]["end_time"]}]
+
+
+def extract_peer(path: Path, out_dir: Path, games: list[str], commands: list[str], doc: str | None) -> Path:
+    """Summarize a peer's finished learning run into out_dir: a scores CSV of benchmark/sb3_speed.py --scores,
+    or a run directory of benchmark/cleanrl_run.py. The run is one process; its budget is the one its
+    schedules span (the record's budget; an older SB3 record has none, and its steps are its budget), and
+    its agent steps are those it played (fewer where --minutes stopped it)."""
+    record, scalars, (segment,) = cleanrl_peer_run(path) if path.is_dir() else sb3_peer_run(path)
+    try:
+        algorithm, env_id, seed, steps = record["algo"], record["env_id"], int(record["seed"]), int(record["steps"])
+        budget, system = int(record.get("budget", steps)), str(record["system"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise UserError(f"cannot read the record of the peer run '{path}' ({type(e).__name__}: {e})")
+    peer = re.sub(r"[^a-z0-9]+", "", system.split()[0].lower().replace("stable-baselines", "sb"))  # sb3, cleanrl
+    meta = dict(algorithm=algorithm, game=game_from_env_id(env_id, games), seed=seed, total_timesteps=budget,
+                env_id=env_id, list=None, system=system, minutes=record.get("minutes"),
+                commands=commands or ([record["command"]] if record.get("command") else []), commits=[], finished=True,
+                settings=record.get("settings"))
+    meta = dict(name=f"{summary_name(meta)}__{peer}", **meta, agent_steps=steps,
+                wall_clock_s=round(segment["end_time"] - segment["start_time"], 1),
+                segments=[{"first_step": 0, "last_step": steps, **segment}], source=repo_relative(path))
     if doc:
         meta["doc"] = doc
     return write_summary(out_dir, meta, scalars)
@@ -655,7 +712,8 @@ def render_readme(loaded: list[tuple[dict, dict]], results: list[dict], baseline
         "python benchmark/run.py cpu_2M            # a run list of benchmark/lists/: cpu_2M, three_games, atari5,",
         "                                          # atari57; --parallel K, or --slurm for an array job",
         "python benchmark/report.py --extract runs/benchmark/cpu_2M   # summaries of the finished runs",
-        "python benchmark/report.py --extract-peer scores.csv         # a peer's run: sb3_speed.py --scores",
+        "python benchmark/report.py --extract-peer scores.csv         # a peer's run: sb3_speed.py --scores,",
+        "                                                             # or cleanrl_run.py's --out directory",
         "python benchmark/report.py                # this page and figures/, from summaries/ alone",
         "```",
         "",
@@ -773,11 +831,12 @@ def main(argv: list[str] | None = None) -> int:
                     epilog="\n".join(__doc__.split("\n")[1:]))
     parser.add_argument("--extract", nargs="+", type=Path, metavar="RUN_DIR",
                         help="run directories, or runs roots holding them, to summarize into --summaries")
-    parser.add_argument("--extract-peer", type=Path, metavar="SCORES_CSV",
-                        help="a peer's learning run made here (benchmark/sb3_speed.py --scores) to summarize")
+    parser.add_argument("--extract-peer", type=Path, metavar="PEER_RUN",
+                        help="a peer's learning run made here to summarize: the scores CSV of benchmark/sb3_speed.py "
+                             "--scores, or the run directory of benchmark/cleanrl_run.py")
     parser.add_argument("--command", action="append", default=[],
                         help="with one run directory without run.json, or --extract-peer: a command that made it "
-                             "(repeatable)")
+                             "(repeatable; a run of cleanrl_run.py records its own)")
     parser.add_argument("--doc", help="with one run directory or --extract-peer: a page about the run, relative to "
                                       "the repository")
     parser.add_argument("--allow-unfinished", action="store_true",

@@ -29,6 +29,12 @@ presence marks the run finished. `report.py --extract-peer FILE` makes a summary
 run stands in the results table and the curves beside ours:
 
     python benchmark/sb3_speed.py --algo a2c --steps 2000000 --warmup 80 --scores sb3_a2c_breakout/scores.csv
+
+`--minutes M` ends learning after M minutes of wall-clock (the schedules still span --steps), for a curve of
+what a fixed time buys (the rl-zoo budget of 10M agent steps, stopped at 60 minutes):
+
+    python benchmark/sb3_speed.py --algo ppo --env-id PongNoFrameskip-v4 --steps 10000000 --warmup 1024 \
+        --minutes 60 --scores sb3_ppo_pong_60min/scores.csv
 """
 
 from __future__ import annotations
@@ -47,8 +53,11 @@ def main() -> None:
     parser.add_argument("--learning-starts", type=int, default=1_000, help="dqn: agent steps before the first update")
     parser.add_argument("--env-id", default="BreakoutNoFrameskip-v4")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--minutes", type=float, default=None, help="end learning after this many minutes")
     parser.add_argument("--scores", help="append every finished game to this CSV (agent_step,score,length_frames,seconds)")
     opts = parser.parse_args()
+    if opts.minutes is not None and opts.minutes <= 0:
+        parser.error(f"--minutes must be above 0, got {opts.minutes}")
     if opts.warmup >= opts.steps:
         parser.error(f"--warmup {opts.warmup} leaves nothing of --steps {opts.steps} to measure")
     for path in (Path(opts.scores), Path(opts.scores).with_suffix(".json")) if opts.scores else ():
@@ -86,7 +95,7 @@ def main() -> None:
                         game = info["episode"]
                         scores.write(f"{self.num_timesteps},{game['r']},{game['l']},{game['t']}\n")
                         scores.flush()
-            return True
+            return opts.minutes is None or time.perf_counter() - start < 60 * opts.minutes
 
         def _on_training_end(self) -> None:
             self.end = (self.num_timesteps, time.perf_counter())
@@ -109,6 +118,7 @@ def main() -> None:
                     optimize_memory_usage=False, seed=opts.seed)
     scores = None
     if opts.scores:
+        Path(opts.scores).parent.mkdir(parents=True, exist_ok=True)
         scores = open(opts.scores, "x")  # new: checked above
         scores.write("agent_step,score,length_frames,seconds\n")
     clock = Clock(opts.warmup)
@@ -121,7 +131,7 @@ def main() -> None:
     result = json.dumps(dict(algo=opts.algo, steps=clock.end[0], window_steps=window_steps,
                              window_seconds=round(window_seconds, 3), sps=window_steps / window_seconds,
                              sps_whole=clock.end[0] / (clock.end[1] - start), seconds=round(clock.end[1] - start, 1),
-                             env_id=opts.env_id, seed=opts.seed, system=f"Stable-Baselines3 {stable_baselines3.__version__}"))
+                             budget=opts.steps, minutes=opts.minutes, env_id=opts.env_id, seed=opts.seed, system=f"Stable-Baselines3 {stable_baselines3.__version__}"))
     if scores is not None:
         scores.close()
         with open(Path(opts.scores).with_suffix(".json"), "w") as f:

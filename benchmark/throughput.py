@@ -75,11 +75,13 @@ SECTIONS = ("ours", "peers", "ceiling", "env")
 NUM_ACTIONS = 4  # Breakout's minimal action set, the scripts' default game
 DEFAULT_STEPS = {"ppo": 16_384, "dqn": 20_000, "a2c": 40_000, "pqn": 16_384}  # agent steps of one run of each script
 
-# The environment CleanRL @fe8d8a0 pins (its requirements; it cannot run on gymnasium 1.x, CleanRL issue
-# #499), installed after the torch of our requirements.txt.
+# The environment CleanRL at CLEANRL_COMMIT pins (its requirements; it cannot run on gymnasium 1.x, CleanRL
+# issue #499), installed after the torch of our requirements.txt.
+CLEANRL_COMMIT = "fe8d8a0"
 CLEANRL_PINS = ["gymnasium==0.29.1", "ale-py==0.9.1", "tyro==0.8.14", "numpy<2", "tensorboard",
                 "opencv-python-headless", "tenacity", "stable-baselines3==2.3.2"]
 SB3_REQUIREMENTS = ROOT / "benchmark" / "requirements-peers.txt"
+PEER_VENVS = Path(tempfile.gettempdir()) / "rl-throughput-peers"  # the peers' venvs, each built once
 # CleanRL's scripts need ale_py and gymnasium imported to find the Atari ids; then the script runs as
 # __main__ with its own command line (`python -c RUNNER script.py --flag ...`).
 CLEANRL_RUNNER = ("import sys, runpy, ale_py, gymnasium; sys.argv = sys.argv[1:]; "
@@ -679,18 +681,23 @@ def build_venv(path: Path, requirements: list[str], fingerprint: str, log: Path)
     return str(python)
 
 
+def cleanrl_venv() -> str:
+    """The python of CleanRL's pinned venv under PEER_VENVS, built there once (benchmark/cleanrl_run.py uses
+    it too)."""
+    return build_venv(PEER_VENVS / "cleanrl-venv", CLEANRL_PINS, "\n".join([torch_requirement(), *CLEANRL_PINS]),
+                      PEER_VENVS / "build.log")
+
+
 def peer_pythons(setup: Setup, cleanrl_python: str | None, sb3_python: str | None) -> None:
-    """The Pythons of the peers: those given, else venvs built (once) under the system's temporary folder."""
-    base = Path(tempfile.gettempdir()) / "rl-throughput-peers"
-    log = base / "build.log"
-    torch_line = torch_requirement()
+    """The Pythons of the peers: those given, else venvs built (once) under PEER_VENVS."""
     if setup.cleanrl is None:
         setup.notes.append("CleanRL not run: give --cleanrl DIR (the folder holding cleanrl/ and cleanrl_utils/)")
     else:
-        setup.cleanrl_python = cleanrl_python or build_venv(
-            base / "cleanrl-venv", CLEANRL_PINS, "\n".join([torch_line, *CLEANRL_PINS]), log)
-    fingerprint = "\n".join([torch_line, SB3_REQUIREMENTS.read_text(), (ROOT / "requirements.txt").read_text()])
-    setup.sb3_python = sb3_python or build_venv(base / "sb3-venv", ["-r", str(SB3_REQUIREMENTS)], fingerprint, log)
+        setup.cleanrl_python = cleanrl_python or cleanrl_venv()
+    fingerprint = "\n".join([torch_requirement(), SB3_REQUIREMENTS.read_text(),
+                             (ROOT / "requirements.txt").read_text()])
+    setup.sb3_python = sb3_python or build_venv(PEER_VENVS / "sb3-venv", ["-r", str(SB3_REQUIREMENTS)], fingerprint,
+                                                PEER_VENVS / "build.log")
 
 
 # --- the measurements of one round --------------------------------------------------------------------------------

@@ -10,8 +10,13 @@ comparable.
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
 
 PER = 1024  # phase times are shown in seconds per this many agent steps (one PPO rollout)
 # The DQN workload of every speed comparison here, ours and the peers' (the reference figures of CleanRL's
@@ -87,3 +92,21 @@ def loop_figures(points: list[Point], warmup: int, per: int = PER) -> dict | Non
     if phases:
         phases["other"] = per / sps - sum(phases.values())
     return dict(sps=sps, sps_whole=last.reported_sps, phases=phases, window=(first.step, last.step))
+
+
+def time_script(script: str, flags: list[str], steps: int) -> dict:
+    """The window figures (`loop_figures`, after the first third) of one run of `{script}_atari.py` for `steps`
+    agent steps with `flags` on top of the timed workload (no evaluation, progress bar or model file), in a
+    temporary runs directory. A failed run ends this process with its last line of stderr."""
+    with tempfile.TemporaryDirectory() as runs:
+        cmd = [sys.executable, str(REPO / f"{script}_atari.py"), "--total-timesteps", str(steps), "--eval-episodes",
+               "0", "--no-progress", "--no-save-model", "--runs-dir", runs, "--run-name", "r",
+               *workload_flags(script), *flags]
+        done = subprocess.run(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        if done.returncode != 0:
+            lines = done.stderr.strip().splitlines()
+            sys.exit(f"{script} {' '.join(flags)}: failed: {lines[-1] if lines else done.returncode}")
+        figures = loop_figures(read_points(Path(runs)), steps // 3)
+        if figures is None:
+            sys.exit(f"{script} {' '.join(flags)}: too few logged points after the first third; give it more steps")
+        return figures

@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import dqn_atari  # noqa: E402
+import harness  # noqa: E402
 import ppo_atari  # noqa: E402
 import pqn_atari  # noqa: E402
 
@@ -56,21 +57,20 @@ def test_ppo_defaults_are_cleanrls():
     assert {name: getattr(args, name) for name in CLEANRL["ppo_atari.py"]} == CLEANRL["ppo_atari.py"]
 
 
-def test_dqn_cleanrl_preset_is_cleanrls():
-    args = dqn_atari.Args()
-    assert args.preset == "cleanrl"  # the default preset
-    chosen = dqn_atari.resolve_hyperparameters(args)
-    ours = dict(total_timesteps=args.total_timesteps, learning_rate=chosen.learning_rate, num_envs=args.num_envs,
-                buffer_size=args.buffer_size, gamma=args.gamma,
-                target_network_frequency=chosen.target_network_frequency, batch_size=args.batch_size,
-                start_e=args.start_e, end_e=chosen.end_e,
-                exploration_fraction=chosen.exploration_steps / args.total_timesteps,
-                learning_starts=chosen.learning_starts, train_frequency=args.train_frequency)
+def test_dqn_cleanrl_preset_is_cleanrls(monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["dqn_atari.py", "--preset", "cleanrl"])
+    args, _ = harness.parse(dqn_atari.Args, algo="dqn")  # the values a `--preset cleanrl` run uses
+    assert args == dqn_atari.Args()  # the default preset, which is the flags' own defaults
+    exploration_steps = dqn_atari.exploration_duration(args.exploration_steps, args.total_timesteps)
+    ours = dict(total_timesteps=args.total_timesteps, learning_rate=args.learning_rate, num_envs=args.num_envs,
+                buffer_size=args.buffer_size, gamma=args.gamma, target_network_frequency=args.target_network_frequency,
+                batch_size=args.batch_size, start_e=args.start_e, end_e=args.end_e,
+                exploration_fraction=exploration_steps / args.total_timesteps,
+                learning_starts=args.learning_starts, train_frequency=args.train_frequency)
     assert ours == pytest.approx(CLEANRL["dqn_atari.py"])
-    assert (chosen.optimizer, chosen.loss) == ("adam", "mse")  # CleanRL's optim.Adam and F.mse_loss
+    assert (args.optimizer, args.loss) == ("adam", "mse")  # CleanRL's optim.Adam and F.mse_loss
     # CleanRL's exploration is a fraction of the run, whatever its length: 10% of 2M is 200,000 agent steps
-    short = dqn_atari.resolve_hyperparameters(dqn_atari.Args(total_timesteps=2_000_000))
-    assert short.exploration_steps == 200_000
+    assert dqn_atari.exploration_duration(args.exploration_steps, 2_000_000) == 200_000
 
 
 def test_pqn_defaults_are_cleanrls():

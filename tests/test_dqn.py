@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import os
+import re
 import subprocess
 import sys
 
@@ -229,11 +230,54 @@ def test_epsilon_schedule_end_points():
     assert linear_schedule(1.0, 0.1, 0, 0) == 0.1
 
 
-def test_presets_resolve_to_logged_values():
-    hp = dqn_atari.resolve_hyperparameters(dqn_atari.Args(total_timesteps=2_000_000))
-    assert hp == dqn_atari.Hyperparameters("adam", 1e-4, "mse", 1_000, 0.01, 200_000, 80_000)
-    hp = dqn_atari.resolve_hyperparameters(dqn_atari.Args(preset="nature", learning_rate=1e-3))
-    assert hp == dqn_atari.Hyperparameters("rmsprop", 1e-3, "huber", 10_000, 0.1, 1_000_000, 50_000)
+def test_exploration_is_a_tenth_of_the_run_unless_given():
+    assert dqn_atari.exploration_duration(None, 2_000_000) == 200_000  # CleanRL's exploration_fraction 0.1
+    assert dqn_atari.exploration_duration(None, 10_000_000) == 1_000_000
+    assert dqn_atari.exploration_duration(5_000, 2_000_000) == 5_000
+
+
+def test_the_nature_preset_sets_its_values_and_a_typed_flag_wins(monkeypatch):
+    nature = dqn_atari.Args.PRESETS["nature"]
+    monkeypatch.setattr(sys, "argv", ["dqn_atari.py", "--preset", "nature", "--learning-rate", "1e-3",
+                                      "--end-e=0.2"])
+    args, _ = harness.parse(dqn_atari.Args, algo="dqn")
+    # every value of the preset, except the two typed, and every other setting at its default
+    assert args == dqn_atari.Args(**{**nature, "preset": "nature", "learning_rate": 1e-3, "end_e": 0.2})
+    monkeypatch.setattr(sys, "argv", ["dqn_atari.py", "--preset", "nature"])
+    args, _ = harness.parse(dqn_atari.Args, algo="dqn")
+    assert {name: getattr(args, name) for name in nature} == nature
+
+
+def old_checkpoint(tmp_path, **changes) -> dict:
+    """The args of a checkpoint written before the presets' values were the flags' defaults: those of the
+    committed DQN Pong 1M run (--preset cleanrl, --exploration-steps 250000 typed, the other six None)."""
+    model = torch.load(os.path.join(ROOT, "benchmark", "results", "dqn_pong_1M_run", "dqn_atari.model"),
+                       weights_only=True)
+    old = dict(model["args"], **changes)
+    torch.save(dict(model, args=old, global_step=1_000_000), tmp_path / "checkpoint.pt")
+    return old
+
+
+@pytest.mark.parametrize("preset, exploration_steps, used", [
+    ("cleanrl", 250_000, dict(optimizer="adam", learning_rate=1e-4, loss="mse", target_network_frequency=1_000,
+                              end_e=0.01, exploration_steps=250_000, learning_starts=80_000)),
+    ("nature", None, dict(optimizer="rmsprop", learning_rate=2.5e-4, loss="huber", target_network_frequency=10_000,
+                          end_e=0.1, exploration_steps=1_000_000, learning_starts=50_000)),
+])
+def test_an_old_checkpoint_resumes_with_the_values_it_used(tmp_path, monkeypatch, preset, exploration_steps, used):
+    old = old_checkpoint(tmp_path, preset=preset, exploration_steps=exploration_steps)
+    assert old["optimizer"] is None and old["learning_rate"] is None  # the old format
+    monkeypatch.setattr(sys, "argv", ["dqn_atari.py", "--resume", str(tmp_path)])
+    args, _ = harness.parse(dqn_atari.Args, algo="dqn")
+    args = dqn_atari.fill_from_preset(args)  # what main() does on resume
+    assert {name: getattr(args, name) for name in used} == used
+    assert args.preset == preset and args.buffer_size == old["buffer_size"]
+
+
+def test_a_new_checkpoint_is_not_filled():
+    cleanrl, nature = dqn_atari.Args(), dqn_atari.Args(preset="nature", **dqn_atari.Args.PRESETS["nature"])
+    assert cleanrl.exploration_steps is None  # 10% of the run, which a resume keeps
+    assert dqn_atari.fill_from_preset(cleanrl) == cleanrl and dqn_atari.fill_from_preset(nature) == nature
 
 
 def test_q_network_takes_uint8_frames_in_either_memory_format():
@@ -265,10 +309,16 @@ def steps_logged(run_dir, tag: str) -> list[int]:
     return [e.step for e in events.Scalars(tag)]
 
 
-def test_help_shows_both_presets(tmp_path):
-    out = run_script("--help", cwd=tmp_path).stdout
+def test_help_shows_both_presets_and_the_values_nature_sets(tmp_path):
+    out = subprocess.run([sys.executable, SCRIPT, "--help"], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=300, env=dict(os.environ, COLUMNS="400")).stdout
     for text in ("--preset", "cleanrl", "nature", "--double-dqn", "--save-replay", "--eval-episodes"):
         assert text in out
+    preset = " ".join(out.split("--preset", 1)[1].split("│ --", 1)[0].replace("│", " ").split())
+    stated = dict(re.findall(r"--([a-z-]+) ([^ ;]+)", preset))  # its help, up to the next flag: "--flag value"
+    nature = dqn_atari.Args.PRESETS["nature"]
+    assert {name: type(value)(stated[name.replace("_", "-")]) for name, value in nature.items()} == nature
+    assert len(stated) == len(nature)
 
 
 @pytest.mark.slow
@@ -328,6 +378,25 @@ def test_resume_without_replay_refills_first(tmp_path):
     assert " 0 updates" in result.stderr  # 100 steps after the resume are fewer than the 150 to refill
     saved = torch.load(tmp_path / "runs" / "b" / "checkpoint.pt", weights_only=True)["args"]
     assert saved["lazy_greedy"] is False and saved["gamma"] == 0.99
+
+
+@pytest.mark.slow
+def test_an_old_checkpoint_resumes_in_main_with_the_values_it_used(tmp_path):
+    """A checkpoint as the script saved it before the presets' values were its defaults: each flag of the
+    preset that was not typed is None. The resume trains with the preset's values (RMSProp, whose saved
+    state would not load into Adam) and saves them in its checkpoint."""
+    run_script(*TINY, "--save-model", RUN_NAME, "o", "--preset", "nature", cwd=tmp_path)
+    path = tmp_path / "runs" / "o" / "checkpoint.pt"
+    checkpoint = torch.load(path, weights_only=True)
+    # TINY types --learning-starts and --end-e; the old script saved the other five as None
+    untyped = ("optimizer", "learning_rate", "loss", "target_network_frequency", "exploration_steps")
+    checkpoint["args"].update(dict.fromkeys(untyped))
+    torch.save(checkpoint, path)
+    run_script("--resume", str(path.parent), "--total-timesteps", "300", cwd=tmp_path)
+    saved = torch.load(path, weights_only=True)
+    nature = dqn_atari.Args.PRESETS["nature"]
+    assert saved["global_step"] == 300
+    assert {name: saved["args"][name] for name in nature} == dict(nature, learning_starts=100, end_e=0.5)
 
 
 @pytest.mark.slow

@@ -21,6 +21,7 @@ sys.path.insert(0, ROOT)
 import harness  # noqa: E402
 from conftest import main_ends_in_one_line, scalars  # noqa: E402
 import ppo_atari  # noqa: E402
+import pqn_atari  # noqa: E402
 
 PPO = os.path.join(ROOT, "ppo_atari.py")
 # Two updates of 2 envs x 16 steps, one epoch of 2 minibatches, no evaluation: every code path, in seconds.
@@ -99,6 +100,34 @@ def test_resume_takes_only_the_resumable_flags_from_the_command_line(tmp_path, m
     assert args.learning_rate == 1e-3  # what is learned comes from the checkpoint
     assert (args.total_timesteps, args.bf16, args.eval_every) == (200, True, 7)  # how long and how fast: typed
     assert checkpoint["algo"] == "ppo"
+
+
+def test_a_preset_sets_what_it_names_and_a_typed_flag_wins(monkeypatch):
+    fast = pqn_atari.Args.PRESETS["fast"]
+    monkeypatch.setattr(sys, "argv", ["pqn_atari.py", "--preset", "fast", "--num-envs=64", "--gamma", "0.9"])
+    args, _ = harness.parse(pqn_atari.Args, algo="pqn")
+    assert args.num_envs == 64 and args.gamma == 0.9  # typed, in either spelling
+    assert all(getattr(args, name) == value for name, value in fast.items() if name != "num_envs")
+    monkeypatch.setattr(sys, "argv", ["pqn_atari.py"])
+    assert harness.parse(pqn_atari.Args, algo="pqn")[0] == pqn_atari.Args()  # the published defaults, untouched
+
+
+def test_a_resumed_run_keeps_the_preset_it_began_with(tmp_path, monkeypatch, capsys):
+    began = pqn_atari.Args(preset="fast", **pqn_atari.Args.PRESETS["fast"])
+    torch.save(dict(harness.model_file(began, "pqn", pqn_atari.QNetwork(4), 4), args=dataclasses.asdict(began)),
+               tmp_path / "checkpoint.pt")
+    monkeypatch.setattr(sys, "argv", ["pqn_atari.py", "--resume", str(tmp_path), "--preset", "cleanrl"])
+    args, _ = harness.parse(pqn_atari.Args, algo="pqn")
+    assert dataclasses.replace(args, resume=None) == began
+    assert "--preset ignored" in capsys.readouterr().err
+
+
+def test_the_help_of_a_preset_states_its_values():
+    out = subprocess.run([sys.executable, "pqn_atari.py", "--help"], cwd=ROOT, capture_output=True, text=True,
+                         env=dict(os.environ, COLUMNS="400")).stdout
+    preset = out.split("--preset", 1)[1].split("│ --", 1)[0]  # its help, up to the next flag
+    for name, value in pqn_atari.Args.PRESETS["fast"].items():
+        assert str(value) in preset, (name, value)
 
 
 def written(path, data):

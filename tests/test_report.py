@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 
 import matplotlib.colors
 import numpy as np
@@ -301,6 +302,102 @@ def test_unfinished_peer_run_is_refused_in_one_line(tmp_path):
                              "--summaries", str(tmp_path / "s")], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 2 and result.stderr.count("\n") == 1
     assert "has not finished" in result.stderr and not (tmp_path / "s").exists()
+
+
+def test_a_time_limited_peer_run_keeps_the_budget_of_its_schedules(tmp_path):
+    """sb3_speed.py --minutes: 400 agent steps played of a 10M budget. An older record, without budget, is
+    the test above: its steps are its budget."""
+    scores = write_peer_run(tmp_path / "sb3_a2c")
+    record = json.loads(scores.with_suffix(".json").read_text())
+    scores.with_suffix(".json").write_text(json.dumps(dict(record, budget=10_000_000, minutes=60.0)))
+    path = report.extract_peer(scores, tmp_path / "s", list(report.load_reference()), [], None)
+    meta = json.loads(path.with_suffix(".json").read_text())
+    assert path.name == "Breakout__a2c__1__10M__sb3.csv"
+    assert (meta["total_timesteps"], meta["agent_steps"], meta["minutes"]) == (10_000_000, 400, 60.0)
+    assert meta["segments"] == [{"first_step": 0, "last_step": 400, "start_time": 0.0, "end_time": 80.0}]
+    rows = report.table_rows([report.run_result(meta, report.load_summaries(tmp_path / "s")[0][1])], [], {})
+    assert rows[0][2] == "10M" and "(stopped after 60 minutes at 400 agent steps)" in rows[0][3]
+
+
+def write_cleanrl_run(run_dir, games, record=True):
+    """A run directory as benchmark/cleanrl_run.py leaves it: CleanRL's events, written by torch's SummaryWriter
+    into the directory itself, and the record. `games`: (agent step, score, seconds since the writer's
+    creation) of each training game; the SPS is logged at each game's step too. Returns the creation time."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    run_dir.mkdir(parents=True)
+    created = time.time()
+    writer = SummaryWriter(str(run_dir))
+    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n|env_id|PongNoFrameskip-v4|\n|seed|1|")
+    for step, score, seconds in games:
+        writer.add_scalar("charts/episodic_return", score, step, walltime=created + seconds)
+        writer.add_scalar("charts/episodic_length", 3000, step, walltime=created + seconds)
+        writer.add_scalar("charts/SPS", 500, step, walltime=created + seconds)
+    writer.close()
+    if record:
+        (run_dir / "cleanrl_run.json").write_text(json.dumps(dict(
+            algo="ppo", env_id="PongNoFrameskip-v4", seed=1, steps=games[-1][0], budget=10_000_000, minutes=60.0,
+            seconds=games[-1][2] + 2, stopped="time limit", finished=True, system="CleanRL fe8d8a0",
+            command="python benchmark/cleanrl_run.py ppo_atari.py --cleanrl $CLEANRL --minutes 60 --out run "
+                    "-- --env-id PongNoFrameskip-v4", settings={"env_id": "PongNoFrameskip-v4", "seed": "1"})))
+    return created
+
+
+def test_cleanrl_run_directory_stands_beside_ours(tmp_path):
+    """CleanRL's PPO on Pong stopped at 60 minutes: 150 games, game i (from 1) at agent step 32i and i seconds
+    after the writer's creation, scoring -21 for the first 50 games and 21 after. The mean of the last 100 at
+    game i >= 100 is 21(2i - 200)/100: >= 0 at game 100, >= 18 at game 143, >= 20 at game 148."""
+    run_dir = tmp_path / "cleanrl_ppo_pong_60min"
+    games = [(32 * i, -21.0 if i <= 50 else 21.0, float(i)) for i in range(1, 151)]
+    write_cleanrl_run(run_dir, games)
+    summaries, readme = tmp_path / "summaries", tmp_path / "README.md"
+    assert report.main(["--extract-peer", str(run_dir), "--summaries", str(summaries)]) == 0
+    meta = json.loads((summaries / "Pong__ppo__1__10M__cleanrl.json").read_text())
+    assert (meta["algorithm"], meta["game"], meta["seed"], meta["total_timesteps"], meta["agent_steps"]) == \
+        ("ppo", "Pong", 1, 10_000_000, 4800)
+    assert meta["system"] == "CleanRL fe8d8a0" and meta["finished"] and meta["minutes"] == 60.0
+    assert meta["commands"] == [json.loads((run_dir / "cleanrl_run.json").read_text())["command"]]
+    assert meta["settings"] == {"env_id": "PongNoFrameskip-v4", "seed": "1"} and meta["source"] == run_dir.name
+    # timed from the events' first record (the writer's creation) to the last game, 150 s after it
+    (events,) = run_dir.glob("events.out.tfevents.*")
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    header = next(iter(EventFileLoader(str(events)).Load())).wall_time
+    (segment,) = meta["segments"]
+    assert (segment["first_step"], segment["last_step"], segment["start_time"]) == (0, 4800, header)
+    assert meta["wall_clock_s"] == pytest.approx(150.0, abs=0.2)
+    rows = read_csv(summaries / "Pong__ppo__1__10M__cleanrl.csv")
+    assert [(int(r["step"]), float(r["value"])) for r in rows if r["tag"] == "charts/episodic_return"] == \
+        [(step, score) for step, score, _ in games]
+    assert {r["tag"] for r in rows} == {"charts/episodic_return", "charts/SPS"}
+
+    assert report.main(["--summaries", str(summaries), "--figures", str(tmp_path / "figures"),
+                        "--readme", str(readme)]) == 0
+    page = readme.read_text()
+    assert ("| ppo | Pong | 10M | CleanRL fe8d8a0, run here, seed [1](summaries/Pong__ppo__1__10M__cleanrl.json) "
+            "(stopped after 60 minutes at 4,800 agent steps) | 21.0 |") in page  # the last 100 games: 51-150
+    cells = next(line for line in page.splitlines() if line.startswith("| ppo | 10M | [Pong__ppo__1__10M__cleanrl]"))
+    # >= 0 at game 100 (step 3,200, 100 s: 1.7 minutes), >= 18 at game 143, >= 20 at game 148
+    assert "| 3,200 | 1.7 | 4,576 | 2.4 | 4,736 | 2.5 |" in cells
+    assert "(CleanRL fe8d8a0, run here)" in cells
+    assert (tmp_path / "figures" / "curves_hours.png").stat().st_size > 0
+
+
+def test_peer_run_directory_mistakes_end_in_one_line_and_exit_2(tmp_path, capsys):
+    no_record = tmp_path / "no_record"
+    write_cleanrl_run(no_record, [(32, -21.0, 1.0)], record=False)
+    no_events = tmp_path / "no_events"
+    no_events.mkdir()
+    (no_events / "cleanrl_run.json").write_text("{}")
+    for run_dir, says in ((no_record, "has no cleanrl_run.json"), (no_events, "has no TensorBoard events files")):
+        assert report.main(["--extract-peer", str(run_dir), "--summaries", str(tmp_path / "s")]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("error: ") and says in err
+    assert not (tmp_path / "s").exists()
+    # a CleanRL run given to --extract: told where it belongs
+    write_cleanrl_run(tmp_path / "cleanrl_run", [(32, -21.0, 1.0)])
+    assert report.main(["--extract", str(tmp_path / "cleanrl_run"), "--summaries", str(tmp_path / "s")]) == 2
+    assert "--extract-peer" in capsys.readouterr().err
 
 
 def test_training_seconds_leave_out_the_pause_between_processes():

@@ -60,3 +60,11 @@ def test_points_read_back_from_a_runs_events(tmp_path):
     assert [(p.step, p.reported_sps, p.phases) for p in points] == [
         (100, 50.0, {"env": 1.0}), (200, 60.0, {"env": 2.5, "update": 2.0}), (300, 70.0, {"env": 4.0, "update": 3.0})]
     assert points[0].wall_time <= points[1].wall_time <= points[2].wall_time
+
+
+@pytest.mark.slow
+def test_time_script_reads_a_real_run_after_its_first_third():
+    figures = timing.time_script("ppo", ["--num-envs", "2", "--num-steps", "32", "--num-minibatches", "2",
+                                         "--update-epochs", "1", "--torch-threads", "1", "--env-threads", "1"], 640)
+    assert figures["window"] == (256, 640)  # the first logged point at or after 640 // 3, to the last
+    assert figures["sps"] > 0 and {"env", "inference", "update", "other"} <= set(figures["phases"])

@@ -16,34 +16,20 @@ where the compiles are done. Pause other busy processes first.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "benchmark"))
-from timing import loop_figures, read_points, workload_flags  # noqa: E402
+from timing import time_script  # noqa: E402
 
 STEPS = {"ppo": 49_152, "a2c": 80_000, "dqn": 12_000}
 
 
 def measure(script: str, compiled: bool, steps: int) -> dict:
     """The window figures of one run: sps and seconds per 1,024 agent steps of each phase."""
-    with tempfile.TemporaryDirectory() as runs:
-        flags = ["--total-timesteps", str(steps), "--eval-episodes", "0", "--no-progress", "--runs-dir", runs,
-                 "--run-name", "r", *workload_flags(script)]
-        cmd = [sys.executable, os.path.join(ROOT, f"{script}_atari.py"), *flags, *(["--compile"] if compiled else [])]
-        done = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        if done.returncode != 0:
-            lines = done.stderr.strip().splitlines()
-            sys.exit(f"{script} ({'--compile' if compiled else 'eager'}) failed: {lines[-1] if lines else done.returncode}")
-        figures = loop_figures(read_points(Path(runs)), steps // 3)
-        if figures is None:
-            sys.exit(f"{script}: too few logged points after the first third; give it more steps")
-        return figures
+    return time_script(script, ["--compile"] if compiled else [], steps)
 
 
 def main() -> None:
