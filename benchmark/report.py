@@ -32,7 +32,7 @@ Two steps, so that the results page can be rebuilt anywhere from files committed
    `benchmark/cleanrl_run.py`, CleanRL's own script run unchanged: its events (charts/episodic_return, whole
    games with raw scores, timed from the events' start) and its record (cleanrl_run.json, the same fields).
    Both can end learning after `--minutes M` of wall-clock: the budget is then the one the schedules span
-   (e.g. 10M), and the agent steps those played. Its summary is named {game}__{algo}__{seed}__{budget}__{peer}
+   (e.g. 10M), and the agent steps those played. Its summary is named {game}__{algo}__{seed}__{budget}__{peer}[__{M}min]
    (peer: sb3, cleanrl), and its row, curve (dashed) and aggregate stand apart from ours, under the system's
    name.
 
@@ -589,7 +589,8 @@ def extract_peer(path: Path, out_dir: Path, games: list[str], commands: list[str
                 env_id=env_id, list=None, system=system, minutes=record.get("minutes"),
                 commands=commands or ([record["command"]] if record.get("command") else []), commits=[], finished=True,
                 settings=record.get("settings"))
-    meta = dict(name=f"{summary_name(meta)}__{peer}", **meta, agent_steps=steps,
+    limit = f"__{meta['minutes']:g}min" if meta["minutes"] else ""  # apart from a full run of the same budget
+    meta = dict(name=f"{summary_name(meta)}__{peer}{limit}", **meta, agent_steps=steps,
                 wall_clock_s=round(segment["end_time"] - segment["start_time"], 1),
                 segments=[{"first_step": 0, "last_step": steps, **segment}], source=repo_relative(path))
     if doc:

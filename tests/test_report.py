@@ -312,7 +312,7 @@ def test_a_time_limited_peer_run_keeps_the_budget_of_its_schedules(tmp_path):
     scores.with_suffix(".json").write_text(json.dumps(dict(record, budget=10_000_000, minutes=60.0)))
     path = report.extract_peer(scores, tmp_path / "s", list(report.load_reference()), [], None)
     meta = json.loads(path.with_suffix(".json").read_text())
-    assert path.name == "Breakout__a2c__1__10M__sb3.csv"
+    assert path.name == "Breakout__a2c__1__10M__sb3__60min.csv"
     assert (meta["total_timesteps"], meta["agent_steps"], meta["minutes"]) == (10_000_000, 400, 60.0)
     assert meta["segments"] == [{"first_step": 0, "last_step": 400, "start_time": 0.0, "end_time": 80.0}]
     rows = report.table_rows([report.run_result(meta, report.load_summaries(tmp_path / "s")[0][1])], [], {})
@@ -352,7 +352,7 @@ def test_cleanrl_run_directory_stands_beside_ours(tmp_path):
     write_cleanrl_run(run_dir, games)
     summaries, readme = tmp_path / "summaries", tmp_path / "README.md"
     assert report.main(["--extract-peer", str(run_dir), "--summaries", str(summaries)]) == 0
-    meta = json.loads((summaries / "Pong__ppo__1__10M__cleanrl.json").read_text())
+    meta = json.loads((summaries / "Pong__ppo__1__10M__cleanrl__60min.json").read_text())
     assert (meta["algorithm"], meta["game"], meta["seed"], meta["total_timesteps"], meta["agent_steps"]) == \
         ("ppo", "Pong", 1, 10_000_000, 4800)
     assert meta["system"] == "CleanRL fe8d8a0" and meta["finished"] and meta["minutes"] == 60.0
@@ -366,7 +366,7 @@ def test_cleanrl_run_directory_stands_beside_ours(tmp_path):
     (segment,) = meta["segments"]
     assert (segment["first_step"], segment["last_step"], segment["start_time"]) == (0, 4800, header)
     assert meta["wall_clock_s"] == pytest.approx(150.0, abs=0.2)
-    rows = read_csv(summaries / "Pong__ppo__1__10M__cleanrl.csv")
+    rows = read_csv(summaries / "Pong__ppo__1__10M__cleanrl__60min.csv")
     assert [(int(r["step"]), float(r["value"])) for r in rows if r["tag"] == "charts/episodic_return"] == \
         [(step, score) for step, score, _ in games]
     assert {r["tag"] for r in rows} == {"charts/episodic_return", "charts/SPS"}
@@ -374,9 +374,9 @@ def test_cleanrl_run_directory_stands_beside_ours(tmp_path):
     assert report.main(["--summaries", str(summaries), "--figures", str(tmp_path / "figures"),
                         "--readme", str(readme)]) == 0
     page = readme.read_text()
-    assert ("| ppo | Pong | 10M | CleanRL fe8d8a0, run here, seed [1](summaries/Pong__ppo__1__10M__cleanrl.json) "
+    assert ("| ppo | Pong | 10M | CleanRL fe8d8a0, run here, seed [1](summaries/Pong__ppo__1__10M__cleanrl__60min.json) "
             "(stopped after 60 minutes at 4,800 agent steps) | 21.0 |") in page  # the last 100 games: 51-150
-    cells = next(line for line in page.splitlines() if line.startswith("| ppo | 10M | [Pong__ppo__1__10M__cleanrl]"))
+    cells = next(line for line in page.splitlines() if line.startswith("| ppo | 10M | [Pong__ppo__1__10M__cleanrl__60min]"))
     # >= 0 at game 100 (step 3,200, 100 s: 1.7 minutes), >= 18 at game 143, >= 20 at game 148
     assert "| 3,200 | 1.7 | 4,576 | 2.4 | 4,736 | 2.5 |" in cells
     assert "(CleanRL fe8d8a0, run here)" in cells

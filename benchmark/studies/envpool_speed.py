@@ -4,7 +4,7 @@ Both emulate the same game with the same preprocessing in C++ threads: frame ski
 frames), 84x84 grey, 4 stacked frames, up to 30 no-op starts, FIRE on reset, the 108,000-frame cap, no
 sticky actions, no life-loss or reward-clipping work (`wrappers.py` does those in Python on top, the same for
 every backend). Each is stepped synchronously with random actions, as the scripts' rollouts step it, at the
-numbers of envs of the scripts (8: PPO, PQN; 16: A2C; 128: PQN's fast preset) and with 1 and 2 threads.
+numbers of envs of the scripts (8: PPO, PQN; 16: A2C; 128: Gallici et al.'s PQN shape) and with 1 and 2 threads.
 The figure is agent steps/s (one agent step = one env's step = 4 frames), after a warm-up, interleaved
 rounds, median.
 
