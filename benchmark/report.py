@@ -5,7 +5,8 @@ Two steps, so that the results page can be rebuilt anywhere from files committed
 1. `--extract RUN_DIR...` reads each run's TensorBoard events directly (no server; a resumed run's several
    events files merged by TensorBoard's own purge rule: a resumed process drops every earlier event at a
    step >= its first) and writes into benchmark/summaries/ two small files per run, named
-   {game}__{algo}__{seed}__{budget} (budget in agent steps, e.g. 10M):
+   {game}__{algo}__{seed}__{budget} (budget in agent steps, e.g. 10M), and __{preset} after it for a run at a
+   --preset other than the script's published defaults (its rows, curves and aggregate stand apart too):
      .csv   tag,step,wall_time,value: the score of every training game (charts/episodic_return), of every
             evaluation game (eval/episodic_return), and charts/SPS thinned to at most 200 points
      .json  algorithm, game, seed, budget, agent steps, wall-clock (the processes the curve keeps, each from
@@ -214,6 +215,7 @@ def run_result(meta: dict, scalars: dict) -> dict:
     return dict(
         name=meta["name"], algorithm=meta["algorithm"], game=meta["game"], seed=meta["seed"],
         system=meta.get("system"),  # None: this repository's scripts; else a peer's run made here
+        preset=meta.get("preset"),  # None: the script's published defaults; else the --preset it ran
         budget=meta["total_timesteps"], agent_steps=meta["agent_steps"], finished=meta.get("finished", True),
         minutes=meta.get("minutes"),  # a peer's time limit: it played agent_steps of the budget its schedules span
         final_score=final_score(train[2]), games=len(train[2]), last_eval=last_evaluation(evals[0], evals[2]),
@@ -221,11 +223,24 @@ def run_result(meta: dict, scalars: dict) -> dict:
     )
 
 
+def preset_of(settings: dict | None) -> str | None:
+    """The --preset a run of ours ran, or None for the published defaults: every script that has presets names
+    its published defaults `cleanrl` (DQN, PQN); a script without presets has no such setting."""
+    preset = (settings or {}).get("preset")
+    return None if preset in (None, "cleanrl") else str(preset)
+
+
+def experiment_label(algorithm: str, preset: str | None) -> str:
+    """How the table and the figures name an algorithm run at a preset: `pqn --preset fast`."""
+    return algorithm + (f" --preset {preset}" if preset else "")
+
+
 def group_runs(results: list[dict]) -> dict[tuple, list[dict]]:
-    """Runs by (game, algorithm, budget, system), seeds in order: the seeds of one experiment. System is ""
-    for ours, so that ours come before a peer's of the same game, algorithm and budget."""
+    """Runs by (game, algorithm, budget, system, preset), seeds in order: the seeds of one experiment. System
+    and preset are "" for ours at the defaults, so that those come before a peer's or a preset's run of the
+    same game, algorithm and budget."""
     groups: dict[tuple, list[dict]] = {}
-    key = lambda r: (r["game"], r["algorithm"], r["budget"], r.get("system") or "")  # noqa: E731
+    key = lambda r: (r["game"], r["algorithm"], r["budget"], r.get("system") or "", r.get("preset") or "")  # noqa: E731
     for r in sorted(results, key=lambda r: key(r) + (r["seed"],)):
         groups.setdefault(key(r), []).append(r)
     return groups
@@ -237,7 +252,7 @@ def table_rows(results: list[dict], baselines: list[dict],
     of the same algorithm on the same game, each with its budget and protocol."""
     rows = []
     groups = list(group_runs(results).items())
-    for i, ((game, algorithm, budget, system), runs) in enumerate(groups):
+    for i, ((game, algorithm, budget, system, preset), runs) in enumerate(groups):
         scores = np.array([r["final_score"] for r in runs])
         evals = [r["last_eval"] for r in runs if r["last_eval"] is not None]
         score = fmt(scores.mean()) + (f" ± {scores.std():.1f}" if len(runs) > 1 else "")
@@ -255,8 +270,8 @@ def table_rows(results: list[dict], baselines: list[dict],
         protocol = (f"mean of the last {FINAL_GAMES} training games"
                     + (f", mean ± std over {len(runs)} seeds" if len(runs) > 1 else ", 1 seed")
                     + ", NoFrameskip-v4, no sticky actions" + (f", {system}'s own Atari wrappers" if system else ""))
-        rows.append([algorithm, game, budget_label(budget), who, score, fmt(np.mean(evals)) if evals else "-", hns,
-                     fmt(np.mean(speeds), 0) if speeds else "-",
+        rows.append([experiment_label(algorithm, preset), game, budget_label(budget), who, score,
+                     fmt(np.mean(evals)) if evals else "-", hns, fmt(np.mean(speeds), 0) if speeds else "-",
                      f"{np.mean([r['wall_clock_h'] for r in runs]):.1f} h", protocol])
         if i + 1 < len(groups) and groups[i + 1][0][:2] == (game, algorithm):
             continue  # the published rows follow the last of this game's and algorithm's experiments
@@ -275,7 +290,8 @@ def aggregate_rows(results: list[dict], reference: dict[str, tuple[float, float]
     by_experiment: dict[tuple, dict[str, list[float]]] = {}
     for r in results:
         if r["game"] in reference and np.isfinite(r["final_score"]):
-            by_game = by_experiment.setdefault((r["algorithm"], r["budget"], r.get("system") or ""), {})
+            experiment = (experiment_label(r["algorithm"], r.get("preset")), r["budget"], r.get("system") or "")
+            by_game = by_experiment.setdefault(experiment, {})
             by_game.setdefault(r["game"], []).append(human_normalized(r["final_score"], *reference[r["game"]]))
     for (algorithm, budget, system), by_game in sorted(by_experiment.items()):
         a = aggregate(by_game)
@@ -296,7 +312,7 @@ def score_time_tables(loaded: list[tuple[dict, dict]], thresholds: dict[str, lis
         if meta["game"] in thresholds:
             runs.setdefault(meta["game"], []).append((meta, scalars))
     order = lambda run: (run[0]["algorithm"], run[0]["total_timesteps"], run[0].get("system") or "",  # noqa: E731
-                         run[0]["seed"])
+                         run[0].get("preset") or "", run[0]["seed"])
     tables = []
     for game in sorted(runs):
         header = ["algorithm", "budget", "run", f"best mean of {FINAL_GAMES}"]
@@ -318,7 +334,8 @@ def score_time_tables(loaded: list[tuple[dict, dict]], thresholds: dict[str, lis
             if not meta.get("finished", True):
                 run += f" (in progress at {meta['agent_steps']:,} steps)"
             best = rolling_mean(scores, FINAL_GAMES)[FINAL_GAMES - 1 :].max() if len(scores) >= FINAL_GAMES else None
-            row = [meta["algorithm"], budget_label(meta["total_timesteps"]), run, fmt(best)]
+            row = [experiment_label(meta["algorithm"], meta.get("preset")), budget_label(meta["total_timesteps"]), run,
+                   fmt(best)]
             for t in thresholds[game]:
                 reached = time_to_threshold(steps, seconds, scores, t)
                 row += ["-", "-"] if reached is None else [f"{reached[0]:,}", fmt(reached[1])]
@@ -462,7 +479,7 @@ def run_metadata(run_dir: Path, games: list[str]) -> dict:
                     commands=commands,
                     commits=list(dict.fromkeys(a.get("commit", "unknown") for a in record.get("attempts", []))),
                     finished=record.get("exit_status") == 0 and any(run_dir.glob("*.model")),
-                    settings=record.get("settings"))
+                    settings=record.get("settings"), preset=preset_of(record.get("settings")))
     import torch  # only for runs without a record: their model file says what they are
 
     models = sorted(run_dir.glob("*.model"))
@@ -479,11 +496,13 @@ def run_metadata(run_dir: Path, games: list[str]) -> dict:
         raise UserError(f"cannot read '{source}' ({type(e).__name__}): not a model file or checkpoint of these scripts")
     return dict(algorithm=saved["algo"], game=game_from_env_id(saved["env_id"], games), seed=settings["seed"],
                 total_timesteps=settings["total_timesteps"], env_id=saved["env_id"], list=None, commands=[],
-                commits=[], finished=bool(models), settings=settings)
+                commits=[], finished=bool(models), settings=settings, preset=preset_of(settings))
 
 
 def summary_name(meta: dict) -> str:
-    return f"{meta['game']}__{meta['algorithm']}__{meta['seed']}__{budget_label(meta['total_timesteps'])}"
+    """{game}__{algo}__{seed}__{budget}, and __{preset} for a run at a --preset other than the defaults."""
+    preset = f"__{meta['preset']}" if meta.get("preset") else ""
+    return f"{meta['game']}__{meta['algorithm']}__{meta['seed']}__{budget_label(meta['total_timesteps'])}{preset}"
 
 
 def write_summary(out_dir: Path, meta: dict, scalars: dict) -> Path:
@@ -632,16 +651,18 @@ def load_summaries(summaries: Path) -> list[tuple[dict, dict]]:
     return loaded
 
 
-def curve_style(algorithm: str, budget: int, system: str, panel: Iterable[tuple]) -> tuple[tuple, str]:
-    """(RGB colour, line style) of one curve in a panel of (algorithm, budget, system) curves: each algorithm
-    has its colour, a smaller budget than the algorithm's largest in the panel a paler shade of it (so that a
-    2M run stays apart from the 10M run it overlaps), and a peer's run is dashed."""
+def curve_style(algorithm: str, budget: int, system: str, panel: Iterable[tuple],
+                preset: str = "") -> tuple[tuple, str]:
+    """(RGB colour, line style) of one curve in a panel of (algorithm, budget, system, ...) curves: each
+    algorithm has its colour, a smaller budget than the algorithm's largest in the panel a paler shade of it
+    (so that a 2M run stays apart from the 10M run it overlaps), a peer's run is dashed, and a run at a
+    --preset dash-dotted."""
     from matplotlib.colors import to_rgb
 
     color = to_rgb(COLORS.get(algorithm, "tab:gray"))
-    if budget < max(b for a, b, _ in panel if a == algorithm):
+    if budget < max(key[1] for key in panel if key[0] == algorithm):
         color = tuple(0.45 * c + 0.55 for c in color)  # 55% of the way to white
-    return color, "--" if system else "-"
+    return color, "--" if system else "-." if preset else "-"
 
 
 def plot_curves(loaded: list[tuple[dict, dict]], x_axis: str, path: Path,
@@ -661,19 +682,19 @@ def plot_curves(loaded: list[tuple[dict, dict]], x_axis: str, path: Path,
             continue
         steps, times, values = scalars[TRAIN]
         x = steps / 1e6 if x_axis == "steps" else training_seconds(steps, times, meta["segments"]) / 3600
-        key = (meta["algorithm"], meta["total_timesteps"], meta.get("system") or "")
+        key = (meta["algorithm"], meta["total_timesteps"], meta.get("system") or "", meta.get("preset") or "")
         by_game.setdefault(meta["game"], {}).setdefault(key, []).append((x, rolling_mean(values, FINAL_GAMES)))
     games = sorted(by_game)
     cols = max(1, min(3, len(games)))
     rows = max(1, -(-len(games) // cols))
     fig, axes = plt.subplots(rows, cols, figsize=(4.8 * cols, 3.6 * rows), dpi=110, squeeze=False)
     for ax, game in zip(axes.flat, games):
-        for (algorithm, budget, system), seeds in sorted(by_game[game].items()):
+        for (algorithm, budget, system, preset), seeds in sorted(by_game[game].items()):
             low, high = max(x[0] for x, _ in seeds), min(x[-1] for x, _ in seeds)
             grid = np.linspace(low, high, 300)
             curves = np.array([np.interp(grid, x, y) for x, y in seeds])
-            color, linestyle = curve_style(algorithm, budget, system, by_game[game])
-            label = (f"{algorithm} {budget_label(budget)}" + (f", {system}" if system else "")
+            color, linestyle = curve_style(algorithm, budget, system, by_game[game], preset)
+            label = (f"{experiment_label(algorithm, preset)} {budget_label(budget)}" + (f", {system}" if system else "")
                      + f" ({len(seeds)} seed{'s' if len(seeds) > 1 else ''})")
             ax.plot(grid, curves.mean(axis=0), color=color, linewidth=1.5, label=label, linestyle=linestyle)
             if len(seeds) > 1:
@@ -776,7 +797,8 @@ def render_readme(loaded: list[tuple[dict, dict]], results: list[dict], baseline
     for meta, _ in loaded:
         result = next(r for r in results if r["name"] == meta["name"])
         lines += [
-            f"### {meta['game']}, {meta['algorithm']}" + (f" ({meta['system']}, run here)" if meta.get("system") else "")
+            f"### {meta['game']}, {experiment_label(meta['algorithm'], meta.get('preset'))}"
+            + (f" ({meta['system']}, run here)" if meta.get("system") else "")
             + f", seed {meta['seed']}, {budget_label(meta['total_timesteps'])} agent steps"
             + ("" if meta.get("finished", True) else " (in progress)"),
             "",

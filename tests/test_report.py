@@ -178,6 +178,30 @@ def test_curve_style_tells_budgets_and_peers_apart():
     # a2c's one budget keeps its colour; the peer's run of it is dashed in that colour
     ours, peer = report.curve_style("a2c", 2_000_000, "", panel), report.curve_style("a2c", 2_000_000, "SB3", panel)
     assert ours[0] == peer[0] == matplotlib.colors.to_rgb(report.COLORS["a2c"]) and (ours[1], peer[1]) == ("-", "--")
+    # a preset's run of the same algorithm and budget: the same colour, dash-dotted
+    assert report.curve_style("a2c", 2_000_000, "", panel, "fast") == (ours[0], "-.")
+
+
+def test_a_preset_run_stands_apart_from_the_defaults(resumed_run, tmp_path):
+    """The same run extracted as it is (the defaults) and as a run at --preset fast: two summaries, two rows,
+    two rows in the time-to-score table, each named for what it ran."""
+    assert report.preset_of({"preset": "cleanrl"}) is None and report.preset_of({"seed": 1}) is None
+    assert report.preset_of(None) is None and report.preset_of({"preset": "nature"}) == "nature"
+    summaries = tmp_path / "summaries"
+    assert report.extract(resumed_run, summaries, [], [], None, False).name == "Breakout__ppo__1__120.csv"
+    record = json.loads((resumed_run / "run.json").read_text())
+    record["settings"]["preset"] = "fast"
+    (resumed_run / "run.json").write_text(json.dumps(record))
+    assert report.extract(resumed_run, summaries, [], [], None, False).name == "Breakout__ppo__1__120__fast.csv"
+    loaded = report.load_summaries(summaries)
+    results = [report.run_result(meta, scalars) for meta, scalars in loaded]
+    rows = report.table_rows(results, [], {})
+    assert [row[0] for row in rows] == ["ppo", "ppo --preset fast"]
+    assert "summaries/Breakout__ppo__1__120__fast.json" in rows[1][3]
+    assert [row[0] for row in report.aggregate_rows(results, {"Breakout": (1.7, 30.5)})] == ["ppo", "ppo --preset fast"]
+    ((game, header, time_rows),) = report.score_time_tables(loaded, {"Breakout": [5.0]}, links=False)
+    assert [(row[0], row[2]) for row in time_rows] == [("ppo", "Breakout__ppo__1__120"),
+                                                        ("ppo --preset fast", "Breakout__ppo__1__120__fast")]
 
 
 def test_table_rows_beside_published_scores():
