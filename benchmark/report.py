@@ -687,7 +687,7 @@ def plot_curves(loaded: list[tuple[dict, dict]], x_axis: str, path: Path,
     games = sorted(by_game)
     cols = max(1, min(3, len(games)))
     rows = max(1, -(-len(games) // cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(4.8 * cols, 3.6 * rows), dpi=110, squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.8 * cols, 5.0 * rows), dpi=110, squeeze=False)
     for ax, game in zip(axes.flat, games):
         for (algorithm, budget, system, preset), seeds in sorted(by_game[game].items()):
             low, high = max(x[0] for x, _ in seeds), min(x[-1] for x, _ in seeds)
@@ -707,7 +707,8 @@ def plot_curves(loaded: list[tuple[dict, dict]], x_axis: str, path: Path,
                       else "wall-clock hours of training")
         ax.set_ylabel(f"score, mean of the last {FINAL_GAMES} games")
         ax.grid(alpha=0.3)
-        ax.legend(loc="best", fontsize=8)
+        # below the panel, not over it: a translucent legend over a curve reads as a paler, other curve
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), fontsize=8, ncol=2, frameon=False)
     for ax in list(axes.flat)[len(games):]:
         ax.set_visible(False)
     fig.tight_layout()
