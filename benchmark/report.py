@@ -647,6 +647,8 @@ def load_summaries(summaries: Path) -> list[tuple[dict, dict]]:
                 columns.setdefault(row["tag"], []).append(point)
         scalars = {tag: tuple(np.array(c) for c in zip(*points)) for tag, points in columns.items()}
         scalars = {tag: (s.astype(np.int64), t, v) for tag, (s, t, v) in scalars.items()}
+        if not meta.get("system"):  # ours, extracted before summaries named their preset: from its settings
+            meta.setdefault("preset", preset_of(meta.get("settings")))
         loaded.append((meta, scalars))
     return loaded
 

@@ -202,6 +202,12 @@ def test_a_preset_run_stands_apart_from_the_defaults(resumed_run, tmp_path):
     ((game, header, time_rows),) = report.score_time_tables(loaded, {"Breakout": [5.0]}, links=False)
     assert [(row[0], row[2]) for row in time_rows] == [("ppo", "Breakout__ppo__1__120"),
                                                         ("ppo --preset fast", "Breakout__ppo__1__120__fast")]
+    # a summary extracted before summaries named their preset: its settings still tell
+    old = summaries / "Breakout__ppo__1__120__fast.json"
+    meta = json.loads(old.read_text())
+    del meta["preset"]
+    old.write_text(json.dumps(meta))
+    assert {m.get("preset") for m, _ in report.load_summaries(summaries)} == {None, "fast"}
 
 
 def test_table_rows_beside_published_scores():
