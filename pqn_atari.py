@@ -27,7 +27,7 @@ Deliberate differences from CleanRL's file:
 Usage:
     python pqn_atari.py                                   # Breakout, 10M agent steps
     python pqn_atari.py --env-id PongNoFrameskip-v4
-    python pqn_atari.py --env-id PongNoFrameskip-v4 --preset fast  # 1.8x the agent steps/s on a CPU (docs/algorithms.md)
+    python pqn_atari.py --env-id PongNoFrameskip-v4 --preset fast  # the preset for a CPU (docs/algorithms.md)
     python pqn_atari.py --resume runs/<run_name>          # continue from runs/<run_name>/checkpoint.pt
     python pqn_atari.py --run runs/<run_name>/pqn_atari.model --run-episodes 10
     torchrun --standalone --nproc_per_node 2 pqn_atari.py # data-parallel, 2 processes
@@ -54,16 +54,15 @@ class Args(harness.RunArgs):
     # What --preset sets, unless the flag is typed (harness.apply_preset). `cleanrl` is the published defaults.
     PRESETS: ClassVar[dict[str, dict]] = {
         "cleanrl": {},
-        # The quickest to a score on Pong in one screen of the shapes we ran, and 1.8x the defaults' agent steps/s;
-        # its first timed seed did not reach 18 (benchmark/results/pqn_fast_pong.md, studies/pqn_shapes.md): CleanRL's
-        # gradient steps per agent step and policy updates per 1,024 agent steps, on minibatches of 128 as
-        # Gallici et al. 2024's Atari shape, from 32 envs; the schedules span 2M agent steps.
+        # CleanRL's gradient steps per agent step and policy updates per 1,024 agent steps, on minibatches of 128
+        # as in Gallici et al. 2024's Atari shape, from 32 envs; the schedules span 2M agent steps. Why this shape,
+        # and what its timed runs showed: docs/algorithms.md.
         "fast": dict(num_envs=32, num_steps=32, num_minibatches=8, update_epochs=2, total_timesteps=2_000_000),
     }
     preset: Literal["cleanrl", "fast"] = "cleanrl"
-    """`cleanrl`: the defaults below. `fast`, quickest to a score in one screening run on Pong: --num-envs 32 --num-steps 32
-    --num-minibatches 8 --update-epochs 2 --total-timesteps 2000000 (1.8x the agent steps/s on 2 cores, half the
-    arithmetic per gradient step, and the learning rate and epsilon schedules of a 2M-step run); any flag typed wins"""
+    """`cleanrl`: the defaults below. `fast`, for a CPU: --num-envs 32 --num-steps 32 --num-minibatches 8
+    --update-epochs 2 --total-timesteps 2000000 (1.8x the agent steps/s on 2 cores, half the arithmetic per
+    gradient step, and the learning rate and epsilon schedules of a 2M-step run); any flag typed wins"""
 
     learning_rate: float = 2.5e-4
     """RAdam learning rate at the start (CleanRL pqn_atari_envpool.py)"""

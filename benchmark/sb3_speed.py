@@ -53,8 +53,9 @@ def main() -> None:
     parser.add_argument("--learning-starts", type=int, default=1_000, help="dqn: agent steps before the first update")
     parser.add_argument("--env-id", default="BreakoutNoFrameskip-v4")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--minutes", type=float, default=None, help="end learning after this many minutes of wall-clock (the schedules still span --steps; the last "
-                        "rollout may be cut short)")
+    parser.add_argument("--minutes", type=float, default=None,
+                        help="end learning after this many minutes of wall-clock (the schedules still span --steps; "
+                             "the last rollout may be cut short)")
     parser.add_argument("--scores", help="append every finished game to this CSV (agent_step,score,length_frames,seconds)")
     opts = parser.parse_args()
     if opts.minutes is not None and opts.minutes <= 0:
