@@ -218,6 +218,8 @@ def run_result(meta: dict, scalars: dict) -> dict:
         preset=meta.get("preset"),  # None: the script's published defaults; else the --preset it ran
         budget=meta["total_timesteps"], agent_steps=meta["agent_steps"], finished=meta.get("finished", True),
         minutes=meta.get("minutes"),  # a peer's time limit: it played agent_steps of the budget its schedules span
+        # the epsilon its training games end at, where its settings record one: those games count its random actions
+        training_epsilon=(meta.get("settings") or {}).get("end_e"),
         final_score=final_score(train[2]), games=len(train[2]), last_eval=last_evaluation(evals[0], evals[2]),
         wall_clock_h=seconds / 3600, steps_per_s=meta["agent_steps"] / seconds if seconds > 0 else None,
     )
@@ -269,7 +271,9 @@ def table_rows(results: list[dict], baselines: list[dict],
                     + " agent steps)")
         protocol = (f"mean of the last {FINAL_GAMES} training games"
                     + (f", mean ± std over {len(runs)} seeds" if len(runs) > 1 else ", 1 seed")
-                    + ", NoFrameskip-v4, no sticky actions" + (f", {system}'s own Atari wrappers" if system else ""))
+                    + ", NoFrameskip-v4, no sticky actions" + (f", {system}'s own Atari wrappers" if system else "")
+                    + "".join(sorted({f", training epsilon {r['training_epsilon']:g}" for r in runs
+                                      if r.get("training_epsilon") is not None})))
         rows.append([experiment_label(algorithm, preset), game, budget_label(budget), who, score,
                      fmt(np.mean(evals)) if evals else "-", hns, fmt(np.mean(speeds), 0) if speeds else "-",
                      f"{np.mean([r['wall_clock_h'] for r in runs]):.1f} h", protocol])

@@ -127,7 +127,7 @@ def test_the_help_of_a_preset_states_its_values():
     out = subprocess.run([sys.executable, "pqn_atari.py", "--help"], cwd=ROOT, capture_output=True, text=True,
                          env=dict(os.environ, COLUMNS="400")).stdout
     preset = " ".join(out.split("--preset", 1)[1].split("│ --", 1)[0].replace("│", " ").split())  # up to the next flag
-    stated = dict(re.findall(r"(--[a-z-]+) (\d+)", preset))
+    stated = dict(re.findall(r"(--[a-z-]+) (\d+(?:\.\d+)?)", preset))
     assert stated == {harness.flag(name): str(value) for name, value in pqn_atari.Args.PRESETS["fast"].items()}
 
 

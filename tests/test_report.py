@@ -190,7 +190,7 @@ def test_a_preset_run_stands_apart_from_the_defaults(resumed_run, tmp_path):
     summaries = tmp_path / "summaries"
     assert report.extract(resumed_run, summaries, [], [], None, False).name == "Breakout__ppo__1__120.csv"
     record = json.loads((resumed_run / "run.json").read_text())
-    record["settings"]["preset"] = "fast"
+    record["settings"].update(preset="fast", end_e=0.001)  # as if PPO had an epsilon-greedy training policy
     (resumed_run / "run.json").write_text(json.dumps(record))
     assert report.extract(resumed_run, summaries, [], [], None, False).name == "Breakout__ppo__1__120__fast.csv"
     loaded = report.load_summaries(summaries)
@@ -198,6 +198,7 @@ def test_a_preset_run_stands_apart_from_the_defaults(resumed_run, tmp_path):
     rows = report.table_rows(results, [], {})
     assert [row[0] for row in rows] == ["ppo", "ppo --preset fast"]
     assert "summaries/Breakout__ppo__1__120__fast.json" in rows[1][3]
+    assert "training epsilon 0.001" in rows[1][-1] and "epsilon" not in rows[0][-1]  # what its scores count
     assert [row[0] for row in report.aggregate_rows(results, {"Breakout": (1.7, 30.5)})] == ["ppo", "ppo --preset fast"]
     ((game, header, time_rows),) = report.score_time_tables(loaded, {"Breakout": [5.0]}, links=False)
     assert [(row[0], row[2]) for row in time_rows] == [("ppo", "Breakout__ppo__1__120"),
