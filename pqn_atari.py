@@ -55,16 +55,15 @@ class Args(harness.RunArgs):
     PRESETS: ClassVar[dict[str, dict]] = {
         "cleanrl": {},
         # CleanRL's gradient steps per agent step and policy updates per 1,024 agent steps, on minibatches of 128
-        # as in Gallici et al. 2024's Atari shape, from 32 envs; the schedules span 2.5M agent steps (60-70 minutes
-        # on 2 cores), and epsilon ends at 0.001, Dopamine's evaluation epsilon, not 0.01. Why, and what its timed
-        # runs showed: docs/algorithms.md.
+        # as in Gallici et al. 2024's Atari shape, from 32 envs; schedules that end at about the hour on 2 cores;
+        # Dopamine's evaluation epsilon at the end. Why, and what its timed runs showed: docs/algorithms.md.
         "fast": dict(num_envs=32, num_steps=32, num_minibatches=8, update_epochs=2, total_timesteps=2_500_000,
                      end_e=0.001),
     }
     preset: Literal["cleanrl", "fast"] = "cleanrl"
     """`cleanrl`: the defaults below. `fast`, for a CPU: --num-envs 32 --num-steps 32 --num-minibatches 8
     --update-epochs 2 --total-timesteps 2500000 --end-e 0.001 (1.8x the agent steps/s on 2 cores, half the
-    arithmetic per gradient step, schedules of 60-70 minutes on 2 cores, and a tenth of the random
+    arithmetic per gradient step, schedules of about an hour on 2 cores, and a tenth of the random
     actions after the first 10%); any flag typed wins"""
 
     learning_rate: float = 2.5e-4
